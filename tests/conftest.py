@@ -1,0 +1,95 @@
+"""Shared fixtures: tiny seeded configs (transformers' tester sizes) and a subprocess runner for isolation tests."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import PreTrainedTokenizerFast
+
+from hf_tinyllm import TinyLLMConfig, TinyLLMForCausalLM
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# The architecture variants every behavioural test runs on: Llama-style, GPT-2-style, and the remaining switches.
+ARCHITECTURES = {
+    "llama": dict(),
+    "gpt2": dict(position_embedding_type="learned", norm_type="layernorm", mlp_type="gelu", attention_bias=True,
+                 mlp_bias=True),
+    "qknorm_relu2": dict(qk_norm=True, mlp_type="relu2", norm_type="layernorm", tie_word_embeddings=False),
+}
+
+
+def tiny_config(**overrides) -> TinyLLMConfig:
+    fields = dict(vocab_size=99, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    return TinyLLMConfig(**{**fields, **overrides})
+
+
+def tiny_model(seed: int = 0, **overrides) -> TinyLLMForCausalLM:
+    torch.manual_seed(seed)
+    return TinyLLMForCausalLM(tiny_config(**overrides)).eval()
+
+
+@pytest.fixture(params=sorted(ARCHITECTURES))
+def arch(request) -> dict:
+    """Config overrides of one architecture variant."""
+    return ARCHITECTURES[request.param]
+
+
+def padded_batch(seed: int = 0, vocab: int = 99, lengths=(9, 6, 3)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded token ids (B, T) with pad id 0 and their attention mask; real tokens are in [3, vocab)."""
+    gen = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    ids = torch.zeros(len(lengths), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        ids[row, width - n :] = torch.randint(3, vocab, (n,), generator=gen)
+        mask[row, width - n :] = 1
+    return ids, mask
+
+
+def run_python(code: str, *, env: dict | None = None, cwd: Path | None = None, timeout: int = 300) -> str:
+    """Run `code` in a fresh interpreter; return stdout, failing the test with stderr if it exits non-zero."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})},
+    )
+    assert result.returncode == 0, f"subprocess failed:\n{result.stderr[-4000:]}"
+    return result.stdout
+
+
+# Prepended to subprocess code that must behave like a machine without the package: `import hf_tinyllm` then
+# raises ImportError even though the package is installed in this environment.
+WITHOUT_HF_TINYLLM = """
+import sys
+sys.modules["hf_tinyllm"] = None
+try:
+    import hf_tinyllm  # noqa: F401
+    raise SystemExit("hf_tinyllm is importable; the isolation did not work")
+except ImportError:
+    pass
+"""
+
+
+def last_json_line(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    """A 99-token word-level fast tokenizer (pad 0, bos 1, eos 2) matching the tiny configs' vocabulary."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
+    vocab.update({f"w{i}": i for i in range(4, 99)})
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        padding_side="left",
+    )
