@@ -14,6 +14,7 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
+    AutoTokenizer,
     GenerationConfig,
     GPT2Config,
     GPT2LMHeadModel,
@@ -230,7 +231,26 @@ def from_pretrained_any(name_or_path: str | Path, **kwargs) -> TinyLLMForCausalL
     return converters[model_type](AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs))
 
 
+def convert_folder(source: str | Path, output_dir: str | Path, to_llama: bool = False) -> Path:
+    """Convert the checkpoint at `source` (Llama, GPT-2 or TinyLLM folder or Hub id) into a TinyLLM folder, or into a
+    plain Llama folder with `to_llama=True`, carrying the tokenizer along when `source` has one. Written atomically."""
+    model = from_pretrained_any(source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError):
+        logger.info("%s has no tokenizer; converting the model only.", source)
+        tokenizer = None
+    if to_llama:
+        return export_llama(model, output_dir, tokenizer)
+    with atomic_directory(output_dir) as tmp:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    return Path(output_dir)
+
+
 __all__ = [
+    "convert_folder",
     "export_llama",
     "from_gpt2",
     "from_llama",

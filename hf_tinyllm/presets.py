@@ -12,23 +12,41 @@ from .modeling_tinyllm import TinyLLMForCausalLM
 PRESETS: dict[str, dict[str, Any]] = {
     # ~23k parameters: the size transformers' own model tests use; for unit tests and CI.
     "debug": dict(
-        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
+        vocab_size=128,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
     ),
     # ~1.07M parameters: trains on the embedded corpus in a few CPU minutes.
     "nano": dict(
-        vocab_size=2048, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=352,
+        vocab_size=2048,
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=352,
         max_position_embeddings=256,
     ),
     # ~11.0M parameters: grouped-query attention, 3 query heads per key/value head.
     "micro": dict(
-        vocab_size=4096, hidden_size=384, num_hidden_layers=6, num_attention_heads=6, num_key_value_heads=2,
-        intermediate_size=1024, max_position_embeddings=512,
+        vocab_size=4096,
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        intermediate_size=1024,
+        max_position_embeddings=512,
     ),
     # ~124M parameters: GPT-2 small's widths (12 x 768, 12 heads, GPT-2's vocabulary padded to a multiple of 64),
     # with the Llama-style blocks; the SwiGLU width 2048 gives the same MLP parameters as GPT-2's 4 x 768.
     "small": dict(
-        vocab_size=50304, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=2048,
+        vocab_size=50304,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=2048,
         max_position_embeddings=1024,
     ),
 }

@@ -18,15 +18,26 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # The architecture variants every behavioural test runs on: Llama-style, GPT-2-style, and the remaining switches.
 ARCHITECTURES = {
     "llama": dict(),
-    "gpt2": dict(position_embedding_type="learned", norm_type="layernorm", mlp_type="gelu", attention_bias=True,
-                 mlp_bias=True),
+    "gpt2": dict(
+        position_embedding_type="learned", norm_type="layernorm", mlp_type="gelu", attention_bias=True, mlp_bias=True
+    ),
     "qknorm_relu2": dict(qk_norm=True, mlp_type="relu2", norm_type="layernorm", tie_word_embeddings=False),
 }
 
 
 def tiny_config(**overrides) -> TinyLLMConfig:
-    fields = dict(vocab_size=99, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    fields = dict(
+        vocab_size=99,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     return TinyLLMConfig(**{**fields, **overrides})
 
 
@@ -57,7 +68,11 @@ def run_python(code: str, *, env: dict | None = None, cwd: Path | None = None, t
     """Run `code` in a fresh interpreter; return stdout, failing the test with stderr if it exits non-zero."""
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True, text=True, timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
     )
     assert result.returncode == 0, f"subprocess failed:\n{result.stderr[-4000:]}"
     return result.stdout
@@ -90,6 +105,10 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
         padding_side="left",
     )

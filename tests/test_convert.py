@@ -22,8 +22,17 @@ LLAMA_VARIANTS = {
 
 def random_llama(seed=0, **overrides) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    fields = dict(vocab_size=99, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                  max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    fields = dict(
+        vocab_size=99,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     return LlamaForCausalLM(LlamaConfig(**{**fields, **overrides})).eval()
 
 
@@ -82,7 +91,9 @@ def test_tinyllm_to_llama_is_exact():
     assert_same_logits(tiny, llama, *padded_batch())
 
 
-LOAD_PLAIN = WITHOUT_HF_TINYLLM + """
+LOAD_PLAIN = (
+    WITHOUT_HF_TINYLLM
+    + """
 import json, torch
 from transformers import AutoModelForCausalLM
 model = AutoModelForCausalLM.from_pretrained({path!r}).eval()
@@ -90,6 +101,7 @@ with torch.no_grad():
     logits = model(torch.tensor({ids}), attention_mask=torch.tensor({mask})).logits
 print(json.dumps({{"class": type(model).__name__, "module": type(model).__module__, "logits": logits.tolist()}}))
 """
+)
 
 
 def test_exported_llama_folder_loads_without_remote_code_and_round_trips(tmp_path):
@@ -101,8 +113,12 @@ def test_exported_llama_folder_loads_without_remote_code_and_round_trips(tmp_pat
     assert config["model_type"] == "llama" and "auto_map" not in config
 
     ids, mask = padded_batch()
-    out = last_json_line(run_python(LOAD_PLAIN.format(path=str(path), ids=ids.tolist(), mask=mask.tolist()),
-                                    env={"HF_HOME": str(tmp_path / "hf_home")}))
+    out = last_json_line(
+        run_python(
+            LOAD_PLAIN.format(path=str(path), ids=ids.tolist(), mask=mask.tolist()),
+            env={"HF_HOME": str(tmp_path / "hf_home")},
+        )
+    )
     assert out["class"] == "LlamaForCausalLM" and out["module"].startswith("transformers.models.llama")
     with torch.no_grad():
         expected = tiny(ids, attention_mask=mask).logits
@@ -146,3 +162,32 @@ def test_a_failed_export_leaves_the_previous_folder_intact(tmp_path, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == ["llama"]  # no temporary folder left behind
     monkeypatch.undo()
     AutoModelForCausalLM.from_pretrained(good)
+
+
+def test_convert_script_carries_the_tokenizer_and_writes_loadable_folders(tmp_path, word_tokenizer):
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    gpt2 = random_gpt2()
+    gpt2.save_pretrained(tmp_path / "gpt2")
+    word_tokenizer.save_pretrained(tmp_path / "gpt2")
+    tiny = tiny_model()
+    tiny.save_pretrained(tmp_path / "tiny")
+
+    def convert(*argv):
+        cmd = [sys.executable, "scripts/convert.py", *argv]
+        result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert "tokenizer.json" in convert("--source", str(tmp_path / "gpt2"), "--output_dir", str(tmp_path / "out"))
+    converted = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    assert isinstance(converted, TinyLLMForCausalLM)
+    assert_same_logits(gpt2, converted, *padded_batch())
+
+    convert("--source", str(tmp_path / "tiny"), "--output_dir", str(tmp_path / "llama"), "--to_llama")
+    llama = AutoModelForCausalLM.from_pretrained(tmp_path / "llama").eval()
+    assert type(llama) is LlamaForCausalLM
+    assert_same_logits(tiny, llama, *padded_batch())

@@ -62,3 +62,12 @@ def test_text_generation_pipeline(word_tokenizer):
         assert out[0]["generated_text"] == word_tokenizer.decode(new_ids, skip_special_tokens=True)
     full = generator("w9", max_new_tokens=4, min_new_tokens=4, do_sample=False)
     assert full[0]["generated_text"] == "w9" + outputs[1][0]["generated_text"]
+
+
+def test_static_cache_decoding_compiles_without_graph_breaks():
+    model = tiny_model()
+    ids, mask = padded_batch()
+    expected = model.generate(ids, attention_mask=mask, cache_implementation="static", **GREEDY)
+    model.forward = torch.compile(model.forward, backend="eager", fullgraph=True)
+    compiled = model.generate(ids, attention_mask=mask, cache_implementation="static", **GREEDY)
+    assert torch.equal(compiled, expected)

@@ -146,9 +146,19 @@ def test_resize_token_embeddings_keeps_tying():
 
 
 def test_initialisation_follows_the_documented_rules():
-    model = tiny_model(seed=0, hidden_size=256, intermediate_size=512, num_hidden_layers=8, num_attention_heads=4,
-                       num_key_value_heads=4, vocab_size=2048, attention_bias=True, mlp_bias=True, qk_norm=True,
-                       norm_type="layernorm")
+    model = tiny_model(
+        seed=0,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=8,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=2048,
+        attention_bias=True,
+        mlp_bias=True,
+        qk_norm=True,
+        norm_type="layernorm",
+    )
     std = model.config.initializer_range
     residual_std = std / math.sqrt(2 * 8)
     layer = model.model.layers[3]

@@ -42,8 +42,9 @@ def test_save_then_from_pretrained_gives_identical_logits_and_buffers(saved):
     loaded = AutoModelForCausalLM.from_pretrained(path).eval()
     assert type(loaded) is TinyLLMForCausalLM
     ids, mask = padded_batch()
-    torch.testing.assert_close(loaded(ids, attention_mask=mask).logits, model(ids, attention_mask=mask).logits,
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        loaded(ids, attention_mask=mask).logits, model(ids, attention_mask=mask).logits, rtol=0, atol=0
+    )
     expected_buffers = dict(model.named_buffers())
     loaded_buffers = dict(loaded.named_buffers())
     assert loaded_buffers.keys() == expected_buffers.keys()
@@ -65,8 +66,13 @@ def test_rope_buffer_is_recomputed_after_meta_device_loading(tmp_path):
 def test_saved_folder_contents(tmp_path):
     tiny_model().save_pretrained(tmp_path)
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["config.json", "configuration_tinyllm.py", "generation_config.json", "model.safetensors",
-                     "modeling_tinyllm.py"]
+    assert files == [
+        "config.json",
+        "configuration_tinyllm.py",
+        "generation_config.json",
+        "model.safetensors",
+        "modeling_tinyllm.py",
+    ]
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model_type"] == "tinyllm"
     assert config["architectures"] == ["TinyLLMForCausalLM"]
@@ -103,11 +109,17 @@ def test_auto_model_loads_the_base_of_a_causal_lm_checkpoint(tmp_path):
     base = AutoModel.from_pretrained(tmp_path).eval()
     assert type(base) is TinyLLMModel
     ids, mask = padded_batch()
-    torch.testing.assert_close(base(ids, attention_mask=mask).last_hidden_state,
-                               model.model(ids, attention_mask=mask).last_hidden_state, rtol=0, atol=0)
+    torch.testing.assert_close(
+        base(ids, attention_mask=mask).last_hidden_state,
+        model.model(ids, attention_mask=mask).last_hidden_state,
+        rtol=0,
+        atol=0,
+    )
 
 
-REMOTE_LOAD = WITHOUT_HF_TINYLLM + """
+REMOTE_LOAD = (
+    WITHOUT_HF_TINYLLM
+    + """
 import json, torch
 from transformers import AutoModel, AutoModelForCausalLM
 path = {path!r}
@@ -121,6 +133,7 @@ generated = model.generate(ids, attention_mask=mask, max_new_tokens=4, do_sample
 print(json.dumps({{"logits": logits.tolist(), "base": type(base).__name__, "module": type(model).__module__,
                   "inv_freq": model.model.rotary_emb.inv_freq.tolist(), "generated": generated.tolist()}}))
 """
+)
 
 
 def test_loads_with_trust_remote_code_where_the_package_is_not_importable(tmp_path):
@@ -128,8 +141,9 @@ def test_loads_with_trust_remote_code_where_the_package_is_not_importable(tmp_pa
     model.save_pretrained(tmp_path / "model")
     ids, mask = padded_batch()
     code = REMOTE_LOAD.format(path=str(tmp_path / "model"), ids=ids.tolist(), mask=mask.tolist())
-    out = last_json_line(run_python(code, env={"HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"},
-                                    cwd=tmp_path))
+    out = last_json_line(
+        run_python(code, env={"HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}, cwd=tmp_path)
+    )
     assert out["base"] == "TinyLLMModel"
     assert out["module"].startswith("transformers_modules")
     with torch.no_grad():
@@ -138,3 +152,13 @@ def test_loads_with_trust_remote_code_where_the_package_is_not_importable(tmp_pa
     torch.testing.assert_close(torch.tensor(out["inv_freq"]), model.model.rotary_emb.inv_freq)
     expected_generated = model.generate(ids, attention_mask=mask, max_new_tokens=4, do_sample=False)
     assert out["generated"] == expected_generated.tolist()
+
+
+def test_dtype_is_kept_on_save_and_can_be_chosen_on_load(tmp_path):
+    """v5 loads with dtype="auto": a bf16 checkpoint comes back bf16 unless dtype=torch.float32 is asked for."""
+    tiny_model().to(torch.bfloat16).save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "bfloat16"
+    assert AutoModelForCausalLM.from_pretrained(tmp_path).dtype == torch.bfloat16
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    assert loaded.dtype == torch.float32
+    assert loaded.model.rotary_emb.inv_freq.dtype == torch.float32

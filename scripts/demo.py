@@ -1,0 +1,9 @@
+"""The README's main job: `python scripts/demo.py [--preset nano] [--output_dir outputs/demo]`."""
+
+from transformers import HfArgumentParser
+
+from hf_tinyllm.demo import DemoArguments, run_demo
+
+if __name__ == "__main__":
+    (args,) = HfArgumentParser(DemoArguments).parse_args_into_dataclasses()
+    run_demo(args)
