@@ -1,0 +1,1 @@
+"""Corpora and the `datasets` pipeline: the embedded TinyWorld generator, loading, tokenising and packing."""
