@@ -92,6 +92,14 @@ def test_tokenize_adds_bos_and_eos_and_counts_bytes(tokenizer):
     assert tokenized["num_bytes"] == [len(b"the king walked.") + 1, len("déjà vu".encode()) + 1]
 
 
+def test_parallel_tokenisation_gives_the_same_result(files, tokenizer):
+    dataset = load_text_dataset(files / "data.jsonl")
+    assert (
+        tokenize_dataset(dataset, tokenizer, num_proc=2)["input_ids"]
+        == tokenize_dataset(dataset, tokenizer)["input_ids"]
+    )
+
+
 def test_tokenize_errors(tokenizer):
     with pytest.raises(ValueError, match="The dataset is empty"):
         tokenize_dataset(Dataset.from_dict({"text": []}), tokenizer)

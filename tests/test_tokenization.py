@@ -141,3 +141,21 @@ def test_special_token_ids_are_mirrored_into_the_model(tokenizer):
     with pytest.raises(ValueError, match="The tokenizer has 320 tokens but the model's vocab_size is 128"):
         match_model_to_tokenizer(build_model("debug"), tokenizer)
     assert isinstance(model, TinyLLMForCausalLM)
+
+
+def test_train_tokenizer_script_writes_a_folder_auto_tokenizer_loads(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "part.jsonl").write_text("\n".join(json.dumps({"body": t}) for t in CORPUS) + "\n", encoding="utf-8")
+    cmd = [sys.executable, "scripts/train_tokenizer.py", "--dataset", str(data), "--text_column", "body",
+           "--vocab_size", "300", "--output_dir", str(tmp_path / "tok")]  # fmt: skip
+    result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Trained a 300-token byte-level BPE" in result.stdout
+    out = last_json_line(run_python(LOAD_ELSEWHERE.format(path=str(tmp_path / "tok")), env={"HF_HOME": str(tmp_path)}))
+    assert out["decoded"] == "the queen walked to the palace 👑" and out["pad"] == "<|pad|>"
