@@ -94,16 +94,22 @@ def wrap_tokenizer(tokenizer: Tokenizer, model_max_length: int = 1024) -> PreTra
 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, path: str | Path) -> Path:
-    """Save atomically; `tokenizer_config.json` names `PreTrainedTokenizerFast` so that transformers 4.x and other
-    tools load it too (transformers 5.x writes `TokenizersBackend`, which they do not know)."""
+    """Save to a folder of its own, atomically (see `write_tokenizer_files`)."""
     path = Path(path)
     with atomic_directory(path) as tmp:
-        tokenizer.save_pretrained(tmp)
-        config_file = tmp / "tokenizer_config.json"
-        config = json.loads(config_file.read_text())
-        config["tokenizer_class"] = "PreTrainedTokenizerFast"
-        config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        write_tokenizer_files(tokenizer, tmp)
     return path
+
+
+def write_tokenizer_files(tokenizer: PreTrainedTokenizerFast, folder: str | Path) -> None:
+    """`save_pretrained` into `folder` (e.g. beside a model), with `tokenizer_config.json` naming
+    `PreTrainedTokenizerFast` so that transformers 4.x and other tools load it too (transformers 5.x writes
+    `TokenizersBackend`, which they do not know)."""
+    tokenizer.save_pretrained(folder)
+    config_file = Path(folder) / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
@@ -202,4 +208,5 @@ __all__ = [
     "special_token_ids",
     "train_tokenizer",
     "wrap_tokenizer",
+    "write_tokenizer_files",
 ]

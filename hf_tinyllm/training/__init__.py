@@ -1,0 +1,14 @@
+"""Training: the Accelerate loop (`train`), its arguments, optimizers, checkpoints and final artifacts."""
+
+from .arguments import DataArguments, ModelArguments, OptimArguments, RunArguments, parse_train_arguments
+from .loop import NonFiniteLossError, train
+
+__all__ = [
+    "DataArguments",
+    "ModelArguments",
+    "NonFiniteLossError",
+    "OptimArguments",
+    "RunArguments",
+    "parse_train_arguments",
+    "train",
+]

@@ -1,0 +1,65 @@
+"""The final model folder of a run: weights (safetensors), config, generation config, tokenizer, a training summary
+and a loss-curve plot, written atomically."""
+
+import json
+from pathlib import Path
+
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+from ..atomic import atomic_directory
+from ..tokenization import write_tokenizer_files
+
+SUMMARY_FILE = "training_summary.json"
+LOSS_CURVE_FILE = "loss_curve.png"
+
+
+def save_final_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    path: Path,
+    summary: dict,
+    history: list[dict],
+    floor_bits_per_byte: float | None = None,
+) -> Path:
+    model.config.use_cache = True  # training turned it off; generation wants it
+    with atomic_directory(path) as tmp:
+        model.save_pretrained(tmp)
+        write_tokenizer_files(tokenizer, tmp)
+        (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        (tmp / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+        plot_loss_curve(history, tmp / LOSS_CURVE_FILE, floor_bits_per_byte)
+    return path
+
+
+def plot_loss_curve(history: list[dict], path: Path, floor_bits_per_byte: float | None = None) -> Path | None:
+    """Training loss per step and, where evaluated, validation bits per byte against the entropy floor."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the `plots` extra is not installed
+        return None
+    train = [(r["step"], r["loss"]) for r in history if "loss" in r]
+    evals = [(r["step"], r["eval/bits_per_byte"]) for r in history if "eval/bits_per_byte" in r]
+    fig, (ax_loss, ax_bpb) = plt.subplots(1, 2, figsize=(10, 4))
+    if train:
+        ax_loss.plot(*zip(*train, strict=True), label="training loss (nats/token)")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("cross-entropy")
+    ax_loss.set_yscale("log")
+    ax_loss.legend()
+    if evals:
+        ax_bpb.plot(*zip(*evals, strict=True), marker="o", label="validation bits per byte")
+    if floor_bits_per_byte is not None:
+        ax_bpb.axhline(floor_bits_per_byte, color="k", linestyle="--", label="entropy floor (exact)")
+    ax_bpb.set_xlabel("step")
+    ax_bpb.set_ylabel("bits per byte")
+    ax_bpb.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["LOSS_CURVE_FILE", "SUMMARY_FILE", "plot_loss_curve", "save_final_model"]

@@ -1,0 +1,78 @@
+"""Checkpoints with `accelerator.save_state`, written under a temporary name and renamed into place, keeping the
+last K; the training position is saved with them so that a resumed run continues exactly where it stopped."""
+
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from ..atomic import replace_directory
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class TrainingProgress:
+    """Where training is; registered with `accelerator.register_for_checkpointing`: it travels in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    tokens_seen: int = 0
+    skipped_steps: int = 0
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary folders of interrupted saves do not match the pattern)."""
+    folder = output_dir / "checkpoints"
+    found = [p for p in folder.iterdir() if p.is_dir() and CHECKPOINT_PATTERN.match(p.name)] if folder.is_dir() else []
+    return sorted(found, key=lambda p: int(CHECKPOINT_PATTERN.match(p.name).group(1)))
+
+
+def resolve_checkpoint(resume_from: str | None, output_dir: Path) -> Path | None:
+    if resume_from is None:
+        return None
+    if resume_from == "latest":
+        found = checkpoints(output_dir)
+        if not found:
+            raise FileNotFoundError(
+                f"--resume_from_checkpoint latest: no checkpoint in {output_dir / 'checkpoints'}; start without it."
+            )
+        return found[-1]
+    path = Path(resume_from)
+    if not (path.is_dir() and CHECKPOINT_PATTERN.match(path.name)):
+        raise FileNotFoundError(f"{path} is not a checkpoint folder (checkpoint-<step>); pass one, or 'latest'.")
+    return path
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, keep: int) -> Path:
+    """Every process writes its part into `checkpoints/.checkpoint-<step>.tmp`; then the main process renames it to
+    `checkpoint-<step>` (one rename: a kill at any moment leaves either no new checkpoint or a complete one) and
+    deletes all but the newest `keep`."""
+    folder = output_dir / "checkpoints"
+    final = folder / f"checkpoint-{step}"
+    tmp = folder / f".checkpoint-{step}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        replace_directory(tmp, final)  # replaces a same-step checkpoint too (a stop right after a periodic save)
+        for old in checkpoints(output_dir)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+__all__ = ["TrainingProgress", "checkpoints", "resolve_checkpoint", "save_checkpoint"]

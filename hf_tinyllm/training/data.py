@@ -1,0 +1,64 @@
+"""Everything a training run reads: the tokenizer, packed training and validation blocks, validation documents for
+`evaluate_model`, and, on TinyWorld, the held-out arithmetic problems and the exact entropy floor."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from accelerate import Accelerator
+from datasets import Dataset
+from transformers import PreTrainedTokenizerFast
+
+from ..data.loading import load_text_dataset
+from ..data.packing import pack_dataset, split_train_validation, tokenize_dataset
+from ..data.tinyworld import TinyWorld, TinyWorldConfig, tinyworld_dataset
+from ..tokenization import load_tokenizer, save_tokenizer, train_tokenizer
+from .arguments import DataArguments
+
+
+@dataclass
+class TrainingData:
+    tokenizer: PreTrainedTokenizerFast
+    train_blocks: Dataset
+    validation_documents: Dataset
+    heldout_arithmetic: Dataset | None = None
+    floor_bits_per_byte: float | None = None
+
+
+def _documents(args: DataArguments, seed: int) -> tuple[Dataset, Dataset, Dataset | None, float | None]:
+    if args.dataset == "tinyworld":
+        config = TinyWorldConfig(num_train_documents=args.tinyworld_documents)
+        world = tinyworld_dataset(config)
+        floor = TinyWorld(config).floor_bits_per_byte()
+        return world["train"], world["validation"], world["heldout_arithmetic"], floor
+    train = load_text_dataset(args.dataset, text_column=args.text_column, split="train")
+    try:
+        validation = load_text_dataset(args.dataset, text_column=args.text_column, split="validation")
+    except ValueError:  # no validation split: hold out a seeded fraction
+        parts = split_train_validation(train, args.validation_fraction, seed=seed)
+        train, validation = parts["train"], parts["validation"]
+    if args.text_column != "text":
+        train = train.rename_column(args.text_column, "text")
+        validation = validation.rename_column(args.text_column, "text")
+    return train, validation, None, None
+
+
+def prepare_training_data(args: DataArguments, accelerator: Accelerator, output_dir: Path, seed: int) -> TrainingData:
+    """Load (or train, on the main process first, and save under `output_dir/tokenizer`) the tokenizer, then tokenise
+    and pack. Every process ends with the same blocks; the dataloader shards them."""
+    train, validation, heldout, floor = _documents(args, seed)
+    tokenizer_dir = output_dir / "tokenizer"
+    with accelerator.main_process_first():
+        if args.tokenizer is not None:
+            tokenizer = load_tokenizer(args.tokenizer)
+        elif tokenizer_dir.is_dir():  # resumed run: the tokenizer the checkpoints were trained with
+            tokenizer = load_tokenizer(tokenizer_dir)
+        else:
+            tokenizer = train_tokenizer(train, vocab_size=args.vocab_size)
+            save_tokenizer(tokenizer, tokenizer_dir)
+    tokens = tokenize_dataset(train, tokenizer, num_proc=args.num_proc)
+    blocks = pack_dataset(tokens, args.block_size, document_positions=args.document_positions,
+                          bos_token_id=tokenizer.bos_token_id)  # fmt: skip
+    return TrainingData(tokenizer, blocks, validation, heldout, floor)
+
+
+__all__ = ["TrainingData", "prepare_training_data"]

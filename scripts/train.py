@@ -1,0 +1,14 @@
+"""Train a TinyLLM with the Accelerate loop; runs unchanged under `python` and `accelerate launch`.
+
+python scripts/train.py --preset nano --max_steps 300 --output_dir outputs/nano
+python scripts/train.py configs/runs/demo.yaml
+accelerate launch --config_file configs/accelerate/ddp.yaml scripts/train.py --config configs/runs/demo.yaml
+"""
+
+import json
+
+from hf_tinyllm.training import parse_train_arguments, train
+
+if __name__ == "__main__":
+    summary = train(*parse_train_arguments())
+    print(json.dumps({k: v for k, v in summary.items() if k != "arithmetic_examples"}, indent=2, default=str))

@@ -1,0 +1,203 @@
+"""The Accelerate training loop: exact resume, gradient accumulation, two processes, signals, checkpoints, NaN guard,
+YAML configs, bad arguments, final artifacts."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+from conftest import REPO_ROOT
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hf_tinyllm.data import TinyWorldConfig, tinyworld_dataset
+from hf_tinyllm.tokenization import save_tokenizer, train_tokenizer
+from hf_tinyllm.training import NonFiniteLossError, parse_train_arguments, train
+from hf_tinyllm.training.checkpoint import checkpoints, resolve_checkpoint, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tok") / "tokenizer"
+    world = tinyworld_dataset(TinyWorldConfig(num_train_documents=600, num_validation_documents=20))
+    return str(save_tokenizer(train_tokenizer(world["train"], vocab_size=300), path))
+
+
+def small_run(output_dir, tokenizer_dir, *extra: str) -> list[str]:
+    return [
+        "--preset", "debug", "--tokenizer", tokenizer_dir, "--tinyworld_documents", "600", "--block_size", "32",
+        "--per_device_batch_size", "4", "--max_steps", "8", "--warmup_steps", "2", "--learning_rate", "3e-3",
+        "--eval_steps", "0", "--eval_documents", "10", "--logging_steps", "1", "--report_to", "none",
+        "--output_dir", str(output_dir), *extra,
+    ]  # fmt: skip
+
+
+def run(argv: list[str]) -> dict:
+    AcceleratorState._reset_state(reset_partial_state=True)  # a fresh Accelerator per run in this process
+    return train(*parse_train_arguments(argv))
+
+
+def losses(output_dir) -> dict[int, float]:
+    lines = (output_dir / "logs" / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
+
+
+def printed_summary(stdout: str) -> dict:
+    """The JSON summary scripts/train.py prints last (an indented object starting on a line of its own)."""
+    return json.loads(stdout[stdout.rindex("\n{\n") :])
+
+
+def final_weights(output_dir) -> dict[str, torch.Tensor]:
+    return load_file(checkpoints(output_dir)[-1] / "model.safetensors")
+
+
+def test_resumed_run_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path, tokenizer_dir):
+    run(small_run(tmp_path / "straight", tokenizer_dir))
+    first = run(small_run(tmp_path / "resumed", tokenizer_dir, "--stop_after_steps", "4"))
+    assert first["steps"] == 4 and not first["finished"]
+    assert [p.name for p in checkpoints(tmp_path / "resumed")] == ["checkpoint-4"]
+    second = run(small_run(tmp_path / "resumed", tokenizer_dir, "--resume_from_checkpoint", "latest"))
+    assert second["finished"] and second["steps"] == 8
+    straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
+    assert sorted(resumed) == list(range(1, 9))
+    assert resumed == straight  # equal floats, step for step
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_gradient_accumulation_4x2_equals_1x8(tmp_path, tokenizer_dir):
+    run(small_run(tmp_path / "full", tokenizer_dir, "--per_device_batch_size", "8", "--max_steps", "4"))
+    run(small_run(tmp_path / "accum", tokenizer_dir, "--per_device_batch_size", "2", "--gradient_accumulation_steps",
+                  "4", "--max_steps", "4"))  # fmt: skip
+    full, accum = losses(tmp_path / "full"), losses(tmp_path / "accum")
+    assert full.keys() == accum.keys() == {1, 2, 3, 4}
+    for step in full:
+        assert accum[step] == pytest.approx(full[step], rel=1e-5)
+    a, b = final_weights(tmp_path / "full"), final_weights(tmp_path / "accum")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, tokenizer_dir):
+    run(small_run(tmp_path / "one", tokenizer_dir, "--per_device_batch_size", "8", "--max_steps", "4"))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "scripts/train.py",
+           *small_run(tmp_path / "two", tokenizer_dir, "--per_device_batch_size", "4", "--max_steps", "4")]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = printed_summary(result.stdout)
+    assert summary["hardware"]["num_processes"] == 2 and "MULTI_CPU" in summary["hardware"]["distributed_type"]
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert one.keys() == two.keys()
+    for step in one:  # same samples per step; only the order of the floating-point sums differs
+        assert two[step] == pytest.approx(one[step], rel=1e-5)
+
+
+def test_sigterm_finishes_the_step_and_leaves_a_resumable_checkpoint(tmp_path, tokenizer_dir):
+    output = tmp_path / "sig"
+    argv = small_run(output, tokenizer_dir, "--max_steps", "100000", "--warmup_steps", "0")
+    process = subprocess.Popen([sys.executable, "scripts/train.py", *argv], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    metrics = output / "logs" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=240)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "SIGTERM received" in stdout
+    summary = printed_summary(stdout)
+    assert summary["stopped_by"] == "SIGTERM" and not summary["finished"]
+    latest = resolve_checkpoint("latest", output)
+    assert latest.name == f"checkpoint-{summary['steps']}"
+    resumed = run(small_run(output, tokenizer_dir, "--resume_from_checkpoint", "latest", "--warmup_steps", "0",
+                            "--max_steps", str(summary["steps"] + 2)))  # fmt: skip
+    assert resumed["finished"] and resumed["steps"] == summary["steps"] + 2
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, tokenizer_dir, monkeypatch):
+    output = tmp_path / "crash"
+    run(small_run(output, tokenizer_dir, "--stop_after_steps", "2"))
+    good = resolve_checkpoint("latest", output)
+    before = {p.name: p.read_bytes() for p in good.iterdir()}
+
+    from accelerate import Accelerator
+
+    def dies_midway(self, output_dir, **kwargs):
+        with open(os.path.join(output_dir, "model.safetensors"), "wb") as f:
+            f.write(b"half")
+        raise KeyboardInterrupt("killed while saving")
+
+    monkeypatch.setattr(Accelerator, "save_state", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(Accelerator(cpu=True), output, step=3, keep=2)
+    assert resolve_checkpoint("latest", output) == good
+    assert {p.name: p.read_bytes() for p in good.iterdir()} == before
+    assert [p.name for p in checkpoints(output)] == ["checkpoint-2"]
+
+
+def test_non_finite_loss_stops_with_the_step_named_and_keeps_the_last_good_checkpoint(tmp_path, tokenizer_dir):
+    output = tmp_path / "nan"
+    explode = ["--learning_rate", "1e30", "--warmup_steps", "0", "--lr_scheduler_type", "constant", "--save_steps",
+               "1", "--max_grad_norm", "0", "--optimizer", "adamw"]  # fmt: skip
+    with pytest.raises(
+        NonFiniteLossError, match=r"Non-finite loss or gradient \(loss=.*\) at step \d+; stopped without saving"
+    ):
+        run(small_run(output, tokenizer_dir, *explode))
+    good = checkpoints(output)
+    assert good, "the steps before the explosion were checkpointed"
+    weights = load_file(good[-1] / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    with pytest.raises(NonFiniteLossError):
+        run(small_run(tmp_path / "skips", tokenizer_dir, *explode, "--skip_nonfinite_steps", "2"))
+
+
+def test_yaml_config_with_flag_overrides(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("preset: micro\nmax_steps: 123\nlearning_rate: 0.001\noutput_dir: out/x\n")
+    model, _data, optim, run_args = parse_train_arguments(["--config", str(config), "--max_steps", "7"])
+    assert (model.preset, optim.max_steps, optim.learning_rate, run_args.output_dir) == ("micro", 7, 0.001, "out/x")
+    model, _, optim, _ = parse_train_arguments([str(config)])
+    assert (model.preset, optim.max_steps) == ("micro", 123)
+    (tmp_path / "bad.yaml").write_text("max_stpes: 3\n")
+    with pytest.raises(ValueError, match=r"unknown fields \['max_stpes'\]"):
+        parse_train_arguments(["--config", str(tmp_path / "bad.yaml")])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        parse_train_arguments(["--config", str(tmp_path / "missing.yaml")])
+
+
+def test_bad_arguments_give_clear_errors(tmp_path, tokenizer_dir):
+    with pytest.raises(ValueError, match="optimizer='sgd' is not supported"):
+        run(small_run(tmp_path / "a", tokenizer_dir, "--optimizer", "sgd"))
+    with pytest.raises(ValueError, match="block_size=512 is larger than the model's max_position_embeddings=128"):
+        run(small_run(tmp_path / "b", tokenizer_dir, "--block_size", "512"))
+    with pytest.raises(ValueError, match="cannot fill one batch of 100000"):
+        run(small_run(tmp_path / "c", tokenizer_dir, "--per_device_batch_size", "100000"))
+    with pytest.raises(ValueError, match="Unknown preset 'giant'"):
+        run(small_run(tmp_path / "d", tokenizer_dir, "--preset", "giant"))
+    with pytest.raises(FileNotFoundError, match="no checkpoint in"):
+        run(small_run(tmp_path / "e", tokenizer_dir, "--resume_from_checkpoint", "latest"))
+
+
+def test_muon_and_the_final_model_folder(tmp_path, tokenizer_dir):
+    output = tmp_path / "muon"
+    summary = run(small_run(output, tokenizer_dir, "--optimizer", "muon", "--eval_documents", "5"))
+    assert summary["finished"] and summary["tokens_seen"] == 8 * 4 * 32
+    model_dir = output / "model"
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "training_summary.json",
+            "loss_curve.png", "modeling_tinyllm.py"} <= {p.name for p in model_dir.iterdir()}  # fmt: skip
+    saved = json.loads((model_dir / "training_summary.json").read_text())
+    assert saved["steps"] == 8 and "bits_per_byte" in saved["final_metrics"] and saved["hardware"]["device"] == "cpu"
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    assert model.config.use_cache is True and model.generation_config.pad_token_id == tokenizer.pad_token_id
+    ids = tokenizer("two plus three equals", return_tensors="pt")
+    assert model.generate(**ids, max_new_tokens=3, do_sample=False).shape[1] == ids["input_ids"].shape[1] + 3
+    first_losses = losses(output)
+    assert first_losses[8] < first_losses[1]
