@@ -22,6 +22,7 @@ from transformers.utils import logging as hf_logging
 
 from hf_tinyllm.convert import to_llama
 from hf_tinyllm.presets import build_model
+from hf_tinyllm.training.throughput import matmul_parameters, matmul_peak_flops, training_flops_per_token
 
 
 @dataclass
@@ -52,24 +53,6 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     fn()
     synchronize(device)
     return time.perf_counter() - start
-
-
-def matmul_peak_flops(dtype: torch.dtype, device: torch.device, n: int = 2048, iters: int = 10) -> float:
-    """Measured FLOP/s of a square matmul: the practical peak the MFU figures are relative to."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    a @ b  # warm-up
-    seconds = min(timed(lambda: a @ b, device) for _ in range(iters))
-    return 2 * n**3 / seconds
-
-
-def training_flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
-    """6 N (matmuls forward + backward; the tied head counted once) + 12 L d T for attention scores (PaLM, App. B)."""
-    config = model.config
-    n_params = sum(p.numel() for p in model.parameters())
-    n_params -= model.get_input_embeddings().weight.numel() * (not config.tie_word_embeddings)  # lookup: no FLOPs
-    attention = 12 * config.num_hidden_layers * config.num_attention_heads * config.head_dim * seq_len
-    return 6 * n_params + attention
 
 
 def make_train_step(model, batch, autocast) -> Callable[[], None]:
@@ -150,8 +133,8 @@ def run(args: BenchArguments) -> list[dict]:
     batch = torch.randint(3, vocab, (args.batch_size, args.seq_len), generator=gen).to(device)
 
     rows = []
-    peak = matmul_peak_flops(dtype, device)
-    flops_per_token = training_flops_per_token(tiny, args.seq_len)
+    peak = matmul_peak_flops(device.type, dtype)
+    flops_per_token = training_flops_per_token(tiny.config, matmul_parameters(tiny), args.seq_len)
 
     # Training: fp32 master weights; bf16 through autocast (the usual mixed-precision recipe).
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32 else nullcontext

@@ -1,67 +1,84 @@
-"""The README's main job at this stage: build a TinyLLM, save it, reload it through the Auto classes, generate, and
-export it as a plain Llama. (The training issue grows this into generate-corpus -> train -> evaluate -> share.)"""
+"""The README's main job: on the embedded TinyWorld corpus, train a tokenizer and a nano TinyLLM with the Accelerate
+loop, evaluate it against the corpus's exact entropy floor and on held-out arithmetic, save it, reload it with
+`AutoModelForCausalLM.from_pretrained`, and generate. The recipe is `configs/runs/demo.yaml`."""
 
+import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from .atomic import atomic_directory
-from .convert import export_llama
-from .presets import build_model
+from .data.tinyworld import TinyWorld, TinyWorldConfig
+from .training import parse_train_arguments, train
+
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "runs" / "demo.yaml"
+PROMPTS = ("two plus three equals", "seven times six equals", "the capital of france is", "the queen", "the king")
 
 
 @dataclass
 class DemoArguments:
-    preset: str = field(default="nano", metadata={"help": "Model size from hf_tinyllm.presets.PRESETS."})
-    output_dir: str = field(default="outputs/demo", metadata={"help": "Where the model folders are written."})
-    seed: int = field(default=0, metadata={"help": "Seed for the weights and the prompt."})
-    max_new_tokens: int = field(default=12, metadata={"help": "Tokens to generate."})
+    output_dir: str = field(default="outputs/demo", metadata={"help": "Where the run and the model are written."})
+    max_steps: int | None = field(default=None, metadata={"help": "Override the recipe's training steps."})
+    preset: str | None = field(default=None, metadata={"help": "Override the recipe's model size."})
+    recipe: str = field(default=str(RECIPE), metadata={"help": "YAML recipe for scripts/train.py."})
 
 
 def run_demo(args: DemoArguments) -> dict:
-    """Run the demo, print a short report and return its figures."""
-    hf_logging.disable_progress_bar()
-    torch.manual_seed(args.seed)
-    model = build_model(args.preset).eval()
-    config = model.config
-    out = Path(args.output_dir)
+    """Run the demo, print a readable report, return its figures."""
+    hf_logging.set_verbosity_error()
+    started = time.perf_counter()
+    overrides = ["--output_dir", args.output_dir]
+    if args.max_steps is not None:
+        overrides += ["--max_steps", str(args.max_steps), "--warmup_steps", str(min(30, args.max_steps // 5))]
+    if args.preset is not None:
+        overrides += ["--preset", args.preset]
+    model_args, data_args, optim_args, run_args = parse_train_arguments(["--config", args.recipe, *overrides])
+    world_config = TinyWorldConfig(num_train_documents=data_args.tinyworld_documents)
+    if data_args.tinyworld_weights:
+        world_config.family_weights = json.loads(data_args.tinyworld_weights)
+    world = TinyWorld(world_config)
+    summary = world.summary()
     print(
-        f"1. Built preset {args.preset!r}: {model.num_parameters() / 1e6:.2f}M parameters, "
-        f"{config.num_hidden_layers} layers x {config.hidden_size} wide, {config.position_embedding_type} positions, "
-        f"{config.norm_type}, {config.mlp_type}, attention via {config._attn_implementation}."
+        f"1. TinyWorld: {summary['num_train_documents']:,} training documents ({summary['train_bytes'] / 1e6:.1f} MB),"
+        f" exact entropy floor {summary['floor_bits_per_byte']:.4f} bits per byte; "
+        f"{summary['num_heldout_problems']} arithmetic problems held out of training."
     )
+    print(
+        f"2. Training a {data_args.vocab_size}-token tokenizer and a '{model_args.preset}' TinyLLM for "
+        f"{optim_args.max_steps} steps ({optim_args.per_device_batch_size} x {data_args.block_size} tokens each)..."
+    )
+    result = train(model_args, data_args, optim_args, run_args)
+    metrics = result["final_metrics"]
+    print(
+        f"3. Trained {result['parameters'] / 1e6:.2f}M parameters on {result['tokens_seen'] / 1e6:.2f}M tokens in "
+        f"{result['wall_time_s']:.0f} s."
+    )
+    print(
+        f"   validation: {metrics['bits_per_byte']:.4f} bits per byte vs floor {metrics['floor_bits_per_byte']:.4f} "
+        f"({metrics['gap_to_floor']:+.1%}); perplexity {metrics['perplexity']:.3f}; next-token accuracy "
+        f"{metrics['next_token_accuracy']:.1%}"
+    )
+    print(
+        f"   held-out arithmetic exact match: {metrics['arithmetic_exact_match']:.1%} (problems never seen in training)"
+    )
+    for example in result["arithmetic_examples"][:3]:
+        print(f"     {example['prompt']} -> {example['generated']!r} (answer {example['answer']!r})")
 
-    model_dir = out / "model"
-    with atomic_directory(model_dir) as tmp:
-        model.save_pretrained(tmp)
-    print(f"2. Saved to {model_dir}: {', '.join(sorted(p.name for p in model_dir.iterdir()))}")
-
-    reloaded = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    prompt = torch.randint(3, config.vocab_size, (1, 8))
+    model_dir = Path(result["model_dir"])
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    print(f"4. Saved to {model_dir}; reloaded with AutoModelForCausalLM.from_pretrained -> {type(model).__name__}:")
+    batch = tokenizer(list(PROMPTS), return_tensors="pt", padding=True, padding_side="left")
     with torch.no_grad():
-        diff = (reloaded(prompt).logits - model(prompt).logits).abs().max().item()
+        out = model.generate(**batch, max_new_tokens=12, do_sample=False)
+    generations = tokenizer.decode(out[:, batch["input_ids"].shape[1] :].tolist(), skip_special_tokens=True)
+    for prompt, text in zip(PROMPTS, generations, strict=True):
+        print(f"     {prompt} | {text.split('.')[0].strip()}.")
     print(
-        f"3. Reloaded with AutoModelForCausalLM.from_pretrained -> {type(reloaded).__name__}; "
-        f"max |logits difference| = {diff:.1e}"
+        f"\nDone in {time.perf_counter() - started:.0f} s. Artifacts: {model_dir.resolve()} (model, tokenizer, "
+        f"training_summary.json, loss_curve.png), logs in {Path(args.output_dir).resolve() / 'logs'}."
     )
-
-    generated = reloaded.generate(prompt, max_new_tokens=args.max_new_tokens, do_sample=False)
-    new_tokens = generated[0, prompt.shape[1] :].tolist()
-    print(
-        f"4. Greedy generation from token ids {prompt[0].tolist()}:\n   -> {new_tokens}\n"
-        "   (an untrained model: the tokenizer and training issues turn these ids into text worth reading)"
-    )
-
-    llama_dir = export_llama(model, out / "llama")
-    llama = AutoModelForCausalLM.from_pretrained(llama_dir).eval()
-    with torch.no_grad():
-        llama_diff = (llama(prompt).logits - model(prompt).logits).abs().max().item()
-    print(
-        f"5. Exported a plain {type(llama).__name__} to {llama_dir} (no remote code needed); "
-        f"max |logits difference| = {llama_diff:.1e}"
-    )
-    print(f"\nArtifacts: {model_dir.resolve()} and {llama_dir.resolve()}")
-    return {"reload_diff": diff, "llama_diff": llama_diff, "generated": new_tokens, "model_dir": str(model_dir)}
+    return {**result, "generations": dict(zip(PROMPTS, generations, strict=True))}

@@ -1,4 +1,4 @@
-"""The README's main job: `python scripts/demo.py [--preset nano] [--output_dir outputs/demo]`."""
+"""The README's main job: `python scripts/demo.py` (TinyWorld -> tokenizer -> train -> evaluate -> save -> reload)."""
 
 from transformers import HfArgumentParser
 

@@ -12,6 +12,8 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from hf_tinyllm import TinyLLMConfig, TinyLLMForCausalLM
+from hf_tinyllm.data import TinyWorldConfig, tinyworld_dataset
+from hf_tinyllm.tokenization import save_tokenizer, train_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,3 +114,11 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
         unk_token="<unk>",
         padding_side="left",
     )
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> str:
+    """A 300-token tokenizer trained on a small TinyWorld, saved once for the training tests."""
+    path = tmp_path_factory.mktemp("tok") / "tokenizer"
+    world = tinyworld_dataset(TinyWorldConfig(num_train_documents=600, num_validation_documents=20))
+    return str(save_tokenizer(train_tokenizer(world["train"], vocab_size=300), path))

@@ -15,17 +15,8 @@ from conftest import REPO_ROOT
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_tinyllm.data import TinyWorldConfig, tinyworld_dataset
-from hf_tinyllm.tokenization import save_tokenizer, train_tokenizer
 from hf_tinyllm.training import NonFiniteLossError, parse_train_arguments, train
 from hf_tinyllm.training.checkpoint import checkpoints, resolve_checkpoint, save_checkpoint
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tok") / "tokenizer"
-    world = tinyworld_dataset(TinyWorldConfig(num_train_documents=600, num_validation_documents=20))
-    return str(save_tokenizer(train_tokenizer(world["train"], vocab_size=300), path))
 
 
 def small_run(output_dir, tokenizer_dir, *extra: str) -> list[str]:

@@ -39,6 +39,9 @@ class DataArguments:
     )
     num_proc: int | None = field(default=None, metadata={"help": "Processes for tokenisation."})
     tinyworld_documents: int = field(default=40_000, metadata={"help": "TinyWorld training documents."})
+    tinyworld_weights: str | None = field(
+        default=None, metadata={"help": "TinyWorld family mix as JSON, e.g. '{\"arithmetic\": 1}' for arithmetic only."}
+    )
 
 
 @dataclass

@@ -1,10 +1,12 @@
 """Everything a training run reads: the tokenizer, packed training and validation blocks, validation documents for
 `evaluate_model`, and, on TinyWorld, the held-out arithmetic problems and the exact entropy floor."""
 
+import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from accelerate import Accelerator
 from datasets import Dataset
 from transformers import PreTrainedTokenizerFast
 
@@ -19,6 +21,7 @@ from .arguments import DataArguments
 class TrainingData:
     tokenizer: PreTrainedTokenizerFast
     train_blocks: Dataset
+    validation_blocks: Dataset
     validation_documents: Dataset
     heldout_arithmetic: Dataset | None = None
     floor_bits_per_byte: float | None = None
@@ -27,6 +30,8 @@ class TrainingData:
 def _documents(args: DataArguments, seed: int) -> tuple[Dataset, Dataset, Dataset | None, float | None]:
     if args.dataset == "tinyworld":
         config = TinyWorldConfig(num_train_documents=args.tinyworld_documents)
+        if args.tinyworld_weights:
+            config.family_weights = json.loads(args.tinyworld_weights)
         world = tinyworld_dataset(config)
         floor = TinyWorld(config).floor_bits_per_byte()
         return world["train"], world["validation"], world["heldout_arithmetic"], floor
@@ -42,12 +47,15 @@ def _documents(args: DataArguments, seed: int) -> tuple[Dataset, Dataset, Datase
     return train, validation, None, None
 
 
-def prepare_training_data(args: DataArguments, accelerator: Accelerator, output_dir: Path, seed: int) -> TrainingData:
+def prepare_training_data(
+    args: DataArguments, main_process_first: Callable[[], AbstractContextManager], output_dir: Path, seed: int
+) -> TrainingData:
     """Load (or train, on the main process first, and save under `output_dir/tokenizer`) the tokenizer, then tokenise
-    and pack. Every process ends with the same blocks; the dataloader shards them."""
+    and pack. Every process ends with the same blocks; the dataloader shards them. `main_process_first` is
+    `accelerator.main_process_first` or `TrainingArguments.main_process_first`."""
     train, validation, heldout, floor = _documents(args, seed)
     tokenizer_dir = output_dir / "tokenizer"
-    with accelerator.main_process_first():
+    with main_process_first():
         if args.tokenizer is not None:
             tokenizer = load_tokenizer(args.tokenizer)
         elif tokenizer_dir.is_dir():  # resumed run: the tokenizer the checkpoints were trained with
@@ -55,10 +63,13 @@ def prepare_training_data(args: DataArguments, accelerator: Accelerator, output_
         else:
             tokenizer = train_tokenizer(train, vocab_size=args.vocab_size)
             save_tokenizer(tokenizer, tokenizer_dir)
-    tokens = tokenize_dataset(train, tokenizer, num_proc=args.num_proc)
-    blocks = pack_dataset(tokens, args.block_size, document_positions=args.document_positions,
-                          bos_token_id=tokenizer.bos_token_id)  # fmt: skip
-    return TrainingData(tokenizer, blocks, validation, heldout, floor)
+
+    def blocks(documents: Dataset) -> Dataset:
+        tokens = tokenize_dataset(documents, tokenizer, num_proc=args.num_proc)
+        return pack_dataset(tokens, args.block_size, document_positions=args.document_positions,
+                            bos_token_id=tokenizer.bos_token_id)  # fmt: skip
+
+    return TrainingData(tokenizer, blocks(train), blocks(validation), validation, heldout, floor)
 
 
 __all__ = ["TrainingData", "prepare_training_data"]

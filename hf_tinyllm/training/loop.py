@@ -20,16 +20,14 @@ from accelerate.tracking import GeneralTracker
 from accelerate.utils import ProjectConfiguration, is_tensorboard_available, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM
 
 from ..data.packing import DataCollatorForCausalLM, check_block_size
 from ..evaluation import evaluate_model
-from ..presets import build_model
-from ..tokenization import match_model_to_tokenizer, model_overrides_for
 from .arguments import DataArguments, ModelArguments, OptimArguments, RunArguments
 from .artifacts import save_final_model
 from .checkpoint import TrainingProgress, resolve_checkpoint, save_checkpoint
 from .data import prepare_training_data
+from .model import build_training_model
 from .optim import build_optimizers, build_schedulers
 from .throughput import matmul_parameters, matmul_peak_flops, training_flops_per_token
 
@@ -93,18 +91,6 @@ def _trackers(report_to: str, output_dir: Path) -> list:
     return trackers
 
 
-def _build_model(args: ModelArguments, tokenizer) -> torch.nn.Module:
-    if args.init_from is not None:
-        model = AutoModelForCausalLM.from_pretrained(args.init_from, dtype=torch.float32)
-        match_model_to_tokenizer(model, tokenizer)
-    else:
-        overrides = json.loads(args.model_overrides) if args.model_overrides else {}
-        model = build_model(args.preset, **{**overrides, **model_overrides_for(tokenizer)})
-    model.set_attn_implementation(args.attn_implementation)
-    model.config.use_cache = False  # no KV cache while training (it would also disable packed-document masks)
-    return model
-
-
 def _batches(accelerator: Accelerator, dataloader, progress: TrainingProgress):
     """Endless batches from the current training position; the sampler is reseeded per epoch (set_epoch)."""
     while True:
@@ -136,9 +122,9 @@ def train(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    data = prepare_training_data(data_args, accelerator, output_dir, run_args.seed)
+    data = prepare_training_data(data_args, accelerator.main_process_first, output_dir, run_args.seed)
     tokenizer = data.tokenizer
-    model = _build_model(model_args, tokenizer)
+    model = build_training_model(model_args, tokenizer)
     check_block_size(data_args.block_size, model.config)
     if run_args.gradient_checkpointing:
         model.activation_checkpointing_enable()
@@ -215,14 +201,19 @@ def train(
                 step_loss += loss.detach()
             step_loss = accelerator.reduce(step_loss, "sum")
             max_norm = optim_args.max_grad_norm if optim_args.max_grad_norm > 0 else float("inf")
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)  # global norm, before clipping
+            # The global norm before clipping (None under DeepSpeed, whose engine clips by its own config).
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
             # A finite loss can still give non-finite gradients; with fp16 those are the loss scaler's business.
-            bad_gradient = optim_args.mixed_precision != "fp16" and not torch.isfinite(torch.as_tensor(grad_norm))
+            bad_gradient = (
+                grad_norm is not None
+                and optim_args.mixed_precision != "fp16"
+                and not torch.isfinite(torch.as_tensor(grad_norm))
+            )
             if not torch.isfinite(step_loss) or bad_gradient:
                 for optimizer in optimizers:
                     optimizer.zero_grad(set_to_none=True)
                 progress.skipped_steps += 1
-                problem = f"loss={step_loss.item()}, grad_norm={float(grad_norm)}"
+                problem = f"loss={step_loss.item()}, grad_norm={grad_norm}"
                 if progress.skipped_steps > run_args.skip_nonfinite_steps:
                     bar.close()
                     raise NonFiniteLossError(
@@ -247,7 +238,7 @@ def train(
                 record = {
                     "loss": step_loss.item(),
                     "learning_rate": schedulers[-1].get_last_lr()[0],
-                    "grad_norm": float(grad_norm),
+                    "grad_norm": None if grad_norm is None else float(grad_norm),
                     "tokens_per_s": tokens_per_s,
                     "mfu": tokens_per_s * flops_per_token / peak,
                     "tokens_seen": progress.tokens_seen,

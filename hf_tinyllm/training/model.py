@@ -1,0 +1,23 @@
+"""The model a training run starts from."""
+
+import json
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from ..presets import build_model
+from ..tokenization import match_model_to_tokenizer, model_overrides_for
+from .arguments import ModelArguments
+
+
+def build_training_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """A fresh preset model sized for `tokenizer`, or a saved one (`init_from`) with the tokenizer's ids mirrored."""
+    if args.init_from is not None:
+        model = AutoModelForCausalLM.from_pretrained(args.init_from, dtype=torch.float32)
+        match_model_to_tokenizer(model, tokenizer)
+    else:
+        overrides = json.loads(args.model_overrides) if args.model_overrides else {}
+        model = build_model(args.preset, **{**overrides, **model_overrides_for(tokenizer)})
+    model.set_attn_implementation(args.attn_implementation)
+    model.config.use_cache = False  # no KV cache while training (it would also disable packed-document masks)
+    return model

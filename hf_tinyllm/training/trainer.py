@@ -1,0 +1,124 @@
+"""The same model and data through `transformers.Trainer`: training from scratch, fine-tuning a saved TinyLLM, and
+LoRA with PEFT. Evaluation adds token-weighted perplexity, bits per byte and next-token accuracy (the project's
+`evaluate` modules) to the Trainer's `eval_loss`."""
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer, TrainingArguments
+
+from ..data.packing import DataCollatorForCausalLM, check_block_size
+from ..evaluation import evaluate_model
+from ..metrics import load_metric
+from ..tokenization import write_tokenizer_files
+from .arguments import DataArguments, ModelArguments
+from .data import prepare_training_data
+from .model import build_training_model
+
+
+@dataclass
+class LoraArguments:
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 trains all weights."})
+    lora_alpha: int = field(default=16)
+    lora_dropout: float = field(default=0.0)
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "'all-linear' or comma-separated names."})
+
+
+def token_byte_lengths(tokenizer: PreTrainedTokenizerBase) -> np.ndarray:
+    """UTF-8 bytes each token id stands for: its decoded length; 1 for end-of-text (the separator convention of
+    `tokenize_dataset` and the TinyWorld floor), 0 for the other special tokens."""
+    lengths = np.zeros(len(tokenizer), dtype=np.int64)
+    special = set(tokenizer.all_special_ids)
+    for token_id in range(len(tokenizer)):
+        if token_id not in special:
+            lengths[token_id] = len(
+                tokenizer.convert_tokens_to_string([tokenizer.convert_ids_to_tokens(token_id)]).encode()
+            )
+    lengths[tokenizer.eos_token_id] = 1
+    return lengths
+
+
+def keep_argmax_and_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Reduce (B, T, V) logits to what the metrics need, so evaluation never gathers the full logits: per position,
+    the argmax of the next-token prediction and the NLL of the actual next token, as (B, T-1, 2)."""
+    logits, targets = logits[:, :-1].float(), labels[:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets.clamp(min=0), reduction="none")
+    return torch.stack([logits.argmax(-1).to(nll.dtype), nll], dim=-1)
+
+
+class CausalLMMetrics:
+    """`compute_metrics` for the Trainer: token-weighted perplexity, bits per byte and next-token accuracy."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.byte_lengths = token_byte_lengths(tokenizer)
+
+    def __call__(self, prediction: EvalPrediction) -> dict:
+        argmax, nll = prediction.predictions[..., 0], prediction.predictions[..., 1]
+        targets = prediction.label_ids[:, 1:]
+        valid = targets != -100
+        nll_sum = [float(nll[valid].sum())]
+        tokens = [int(valid.sum())]
+        num_bytes = [int(self.byte_lengths[targets[valid]].sum())]
+        return {
+            "perplexity": load_metric("perplexity").compute(nll_sum=nll_sum, num_tokens=tokens)["perplexity"],
+            "bits_per_byte": load_metric("bits_per_byte").compute(nll_sum=nll_sum, num_bytes=num_bytes)[
+                "bits_per_byte"
+            ],
+            "accuracy": load_metric("next_token_accuracy").compute(
+                num_correct=[int((argmax[valid] == targets[valid]).sum())], num_tokens=tokens
+            )["accuracy"],
+        }
+
+
+def run_trainer(
+    model_args: ModelArguments, data_args: DataArguments, lora_args: LoraArguments, training_args: TrainingArguments
+) -> dict:
+    """Train (or fine-tune with `model_args.init_from`, optionally with LoRA) through the Trainer; save the model and
+    tokenizer to `training_args.output_dir`; return the final evaluation, TinyWorld floor and arithmetic included."""
+    output_dir = Path(training_args.output_dir)
+    data = prepare_training_data(data_args, training_args.main_process_first, output_dir, training_args.seed)
+    model = build_training_model(model_args, data.tokenizer)
+    check_block_size(data_args.block_size, model.config)
+    if lora_args.lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        targets = lora_args.lora_target_modules
+        lora = LoraConfig(r=lora_args.lora_r, lora_alpha=lora_args.lora_alpha, lora_dropout=lora_args.lora_dropout,
+                          target_modules=targets if targets == "all-linear" else targets.split(","),
+                          task_type="CAUSAL_LM")  # fmt: skip
+        model = get_peft_model(model, lora)
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=data.train_blocks,
+        eval_dataset=data.validation_blocks,
+        data_collator=DataCollatorForCausalLM(data.tokenizer.pad_token_id),
+        processing_class=data.tokenizer,
+        compute_metrics=CausalLMMetrics(data.tokenizer),
+        preprocess_logits_for_metrics=keep_argmax_and_nll,
+    )
+    resume = training_args.resume_from_checkpoint
+    train_output = trainer.train(resume_from_checkpoint=True if resume == "latest" else resume)
+    base = model.get_base_model() if lora_args.lora_r > 0 else model
+    base.config.use_cache = True
+    trainer.save_model()
+    if trainer.is_world_process_zero():
+        write_tokenizer_files(data.tokenizer, output_dir)
+    metrics = trainer.evaluate()
+    metrics.update(train_output.metrics)
+    if trainer.is_world_process_zero():
+        documents = evaluate_model(
+            model.eval(), data.tokenizer, data.validation_documents, heldout_arithmetic=data.heldout_arithmetic,
+            floor_bits_per_byte=data.floor_bits_per_byte, max_documents=500,
+        )  # fmt: skip
+        metrics.update({f"documents/{k}": v for k, v in documents.items() if k != "arithmetic_examples"})
+        finite = {k: v for k, v in metrics.items() if not isinstance(v, float) or math.isfinite(v)}
+        (output_dir / "eval_results.json").write_text(json.dumps(finite, indent=2) + "\n")
+    return metrics
+
+
+__all__ = ["CausalLMMetrics", "LoraArguments", "keep_argmax_and_nll", "run_trainer", "token_byte_lengths"]

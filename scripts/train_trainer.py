@@ -1,0 +1,19 @@
+"""Train or fine-tune a TinyLLM through `transformers.Trainer` (all the usual TrainingArguments flags work).
+
+    python scripts/train_trainer.py --preset nano --output_dir outputs/trainer --max_steps 300 --eval_strategy steps
+    # fine-tune a saved model on arithmetic only, optionally with LoRA:
+    python scripts/train_trainer.py --init_from outputs/demo/model --tokenizer outputs/demo/model \
+        --tinyworld_weights '{"arithmetic": 1}' --lora_r 8 --output_dir outputs/arith-lora --max_steps 200
+"""
+
+import json
+
+from transformers import HfArgumentParser, TrainingArguments
+
+from hf_tinyllm.training import DataArguments, ModelArguments
+from hf_tinyllm.training.trainer import LoraArguments, run_trainer
+
+if __name__ == "__main__":
+    parser = HfArgumentParser((ModelArguments, DataArguments, LoraArguments, TrainingArguments))
+    metrics = run_trainer(*parser.parse_args_into_dataclasses())
+    print(json.dumps(metrics, indent=2, default=str))
