@@ -27,6 +27,7 @@ from transformers.initialization import no_init_weights
 from .atomic import atomic_directory
 from .configuration_tinyllm import TinyLLMConfig
 from .modeling_tinyllm import TinyLLMForCausalLM
+from .tokenization import write_tokenizer_files
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ def export_llama(model: TinyLLMForCausalLM, save_directory: str | Path, tokenize
     with atomic_directory(save_directory) as tmp:
         llama.save_pretrained(tmp)
         if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
+            write_tokenizer_files(tokenizer, tmp)
     return Path(save_directory)
 
 
@@ -245,7 +246,7 @@ def convert_folder(source: str | Path, output_dir: str | Path, to_llama: bool = 
     with atomic_directory(output_dir) as tmp:
         model.save_pretrained(tmp)
         if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
+            write_tokenizer_files(tokenizer, tmp)
     return Path(output_dir)
 
 

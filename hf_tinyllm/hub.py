@@ -1,21 +1,138 @@
-"""Share a model folder on the Hugging Face Hub."""
+"""Share a TinyLLM on the Hugging Face Hub: weights, config with `auto_map`, generation config, the two source files,
+the tokenizer and chat template, the training summary and plots, and a model card (`hf_tinyllm.model_card`).
 
+The local model folder is never modified: the repository's contents are staged in a temporary folder. The token
+comes from the usual places (the `token` argument, `HF_TOKEN`, `hf auth login`) and is never printed or written.
+"""
+
+import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, RepositoryNotFoundError
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .model_card import write_model_card
+from .tokenization import write_tokenizer_files
+
+logger = logging.getLogger(__name__)
+MODEL_FILES_SKIPPED = {"README.md"}  # regenerated for the repository
 
 
-def push_folder(
-    folder: str | Path, repo_id: str | None, private: bool = False, commit_message: str | None = None
+class HubError(RuntimeError):
+    """A push that could not happen, with what to do about it."""
+
+
+def stage_repository(
+    source: str | Path | tuple[PreTrainedModel, PreTrainedTokenizerBase],
+    staging: Path,
+    repo_id: str,
+    llama: bool = False,
+    max_shard_size: str | int = "5GB",
+    **card_options,
+) -> Path:
+    """Write everything the repository will hold into `staging` (an empty folder) and return it."""
+    from .convert import export_llama
+
+    if isinstance(source, tuple):
+        model, tokenizer = source
+        model.save_pretrained(staging, max_shard_size=max_shard_size)
+        write_tokenizer_files(tokenizer, staging)
+    else:
+        folder = Path(source)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{folder} is not a saved model folder (no config.json); pass a model folder.")
+        for path in folder.iterdir():
+            if path.is_file() and path.name not in MODEL_FILES_SKIPPED:
+                shutil.copy2(path, staging / path.name)
+    if llama:
+        from . import TinyLLMForCausalLM
+
+        model = TinyLLMForCausalLM.from_pretrained(staging)
+        extras = {p.name: p.read_bytes() for p in staging.iterdir() if p.suffix in (".json", ".png", ".jsonl")}
+        tokenizer = AutoTokenizer.from_pretrained(staging) if (staging / "tokenizer.json").exists() else None
+        for path in staging.iterdir():
+            path.unlink()
+        export_llama(model, staging / "llama", tokenizer)
+        for path in (staging / "llama").iterdir():
+            path.rename(staging / path.name)
+        (staging / "llama").rmdir()
+        for name, content in extras.items():  # training summary, logs, plots
+            if not (staging / name).exists():
+                (staging / name).write_bytes(content)
+    write_model_card(staging, repo_id, llama=llama, **card_options)
+    return staging
+
+
+def push(
+    source: str | Path | tuple[PreTrainedModel, PreTrainedTokenizerBase],
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+    llama: bool = False,
+    token: str | None = None,
+    max_shard_size: str | int = "5GB",
+    **card_options,
 ) -> str:
-    """Create `repo_id` if needed and upload `folder` into it; returns the commit URL. The token comes from the
-    usual places (`HF_TOKEN`, `hf auth login`)."""
+    """Push a saved model folder, or a `(model, tokenizer)` pair, to `repo_id`; return the commit URL.
+
+    `revision` pushes to a branch (created from main if needed); `create_pr` opens a pull request; `llama=True`
+    pushes the plain `LlamaForCausalLM` export (loads without remote code). Re-pushing unchanged files makes no new
+    commit. `card_options`: `license`, `dataset_name`, `language` for the model card.
+    """
+    api = HfApi(token=token)
+    try:
+        api.whoami()
+    except LocalTokenNotFoundError as err:
+        raise HubError(
+            "Not logged in to the Hugging Face Hub: set HF_TOKEN, run `hf auth login`, or pass token=... ."
+        ) from err
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else "?"
+        raise HubError(f"The Hub rejected the token ({status}); check HF_TOKEN or log in again.") from err
+    except OSError as err:  # connection refused, DNS failure, timeouts
+        raise HubError(f"Cannot reach the Hugging Face Hub at {api.endpoint} ({err}); check the network.") from err
+    with tempfile.TemporaryDirectory(prefix="tinyllm-push-") as tmp:
+        staging = stage_repository(source, Path(tmp), repo_id, llama=llama, max_shard_size=max_shard_size,
+                                   **card_options)  # fmt: skip
+        try:
+            repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
+            if revision is not None:
+                api.create_branch(repo_url.repo_id, branch=revision, exist_ok=True)
+            info = api.upload_folder(
+                folder_path=str(staging),
+                repo_id=repo_url.repo_id,
+                revision=revision,
+                commit_message=commit_message or ("Upload Llama export" if llama else "Upload TinyLLM"),
+                create_pr=create_pr,
+            )
+        except RepositoryNotFoundError as err:
+            raise HubError(f"Repository {repo_id} not found or not accessible with this token.") from err
+        except HfHubHTTPError as err:
+            status = err.response.status_code if err.response is not None else "?"
+            if status == 403:
+                raise HubError(
+                    f"No permission to write to {repo_id} with this token (403); push to a repository you own, or "
+                    "use a token with write access."
+                ) from err
+            raise HubError(f"The Hub refused the push to {repo_id} ({status}): {err}") from err
+        except OSError as err:
+            raise HubError(f"Cannot reach the Hugging Face Hub at {api.endpoint} ({err}); nothing was pushed.") from err
+    url = getattr(info, "pr_url", None) or getattr(info, "commit_url", None) or str(info)
+    logger.info("Pushed %s to %s", source if not isinstance(source, tuple) else "model", url)
+    return url
+
+
+def push_folder(folder: str | Path, repo_id: str | None, **options) -> str:
+    """`push` for the training scripts' `--push_to_hub --hub_model_id user/name`."""
     if not repo_id:
         raise ValueError("Pushing needs a repository id: pass --hub_model_id user/name.")
-    api = HfApi()
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message or "Upload model")
-    return str(info)
+    return push(folder, repo_id, **options)
 
 
-__all__ = ["push_folder"]
+__all__ = ["HubError", "push", "push_folder", "stage_repository"]

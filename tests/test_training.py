@@ -156,6 +156,8 @@ def test_yaml_config_with_flag_overrides(tmp_path):
     assert (model.preset, optim.max_steps, optim.learning_rate, run_args.output_dir) == ("micro", 7, 0.001, "out/x")
     model, _, optim, _ = parse_train_arguments([str(config)])
     assert (model.preset, optim.max_steps) == ("micro", 123)
+    model, _, optim, _ = parse_train_arguments([str(config), "--preset", "nano"])
+    assert (model.preset, optim.max_steps) == ("nano", 123)
     (tmp_path / "bad.yaml").write_text("max_stpes: 3\n")
     with pytest.raises(ValueError, match=r"unknown fields \['max_stpes'\]"):
         parse_train_arguments(["--config", str(tmp_path / "bad.yaml")])

@@ -98,12 +98,12 @@ ARGUMENT_CLASSES = (ModelArguments, DataArguments, OptimArguments, RunArguments)
 
 
 def parse_train_arguments(argv: list[str] | None = None) -> TrainArguments:
-    """Parse flags, optionally on top of a YAML file given as `--config FILE` (or as the only argument)."""
+    """Parse flags, optionally on top of a YAML file given as `--config FILE` or as the first argument."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser(ARGUMENT_CLASSES)
     config_file = None
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        config_file, argv = argv[0], []
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        config_file, argv = argv[0], argv[1:]
     elif "--config" in argv:
         index = argv.index("--config")
         if index + 1 >= len(argv):

@@ -7,10 +7,8 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from ..atomic import atomic_directory
+from ..model_card import LOSS_CURVE_FILE, SUMMARY_FILE
 from ..tokenization import write_tokenizer_files
-
-SUMMARY_FILE = "training_summary.json"
-LOSS_CURVE_FILE = "loss_curve.png"
 
 
 def save_final_model(
@@ -62,4 +60,4 @@ def plot_loss_curve(history: list[dict], path: Path, floor_bits_per_byte: float 
     return path
 
 
-__all__ = ["LOSS_CURVE_FILE", "SUMMARY_FILE", "plot_loss_curve", "save_final_model"]
+__all__ = ["plot_loss_curve", "save_final_model"]

@@ -277,6 +277,15 @@ def train(
             "torch": torch.__version__, "platform": platform.platform(), "processor": platform.processor(),
         },
         "parameters": unwrapped.num_parameters(),
+        "hyperparameters": {
+            "preset": model_args.preset if model_args.init_from is None else f"init_from {model_args.init_from}",
+            "optimizer": optim_args.optimizer, "learning_rate": optim_args.learning_rate,
+            "lr_scheduler_type": optim_args.lr_scheduler_type, "warmup_steps": optim_args.warmup_steps,
+            "weight_decay": optim_args.weight_decay, "max_grad_norm": optim_args.max_grad_norm,
+            "per_device_batch_size": optim_args.per_device_batch_size, "block_size": data_args.block_size,
+            "gradient_accumulation_steps": optim_args.gradient_accumulation_steps, "max_steps": optim_args.max_steps,
+            "mixed_precision": optim_args.mixed_precision, "seed": run_args.seed, "dataset": data_args.dataset,
+        },
     }  # fmt: skip
     if finished and accelerator.is_main_process:
         summary["model_dir"] = str(save_final_model(unwrapped, tokenizer, output_dir / "model", summary, history,

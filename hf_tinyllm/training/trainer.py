@@ -14,8 +14,10 @@ from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer, Train
 from ..data.packing import DataCollatorForCausalLM, check_block_size
 from ..evaluation import evaluate_model
 from ..metrics import load_metric
+from ..model_card import SUMMARY_FILE, write_model_card
 from ..tokenization import write_tokenizer_files
 from .arguments import DataArguments, ModelArguments
+from .artifacts import plot_loss_curve
 from .data import prepare_training_data
 from .model import build_training_model
 
@@ -74,6 +76,57 @@ class CausalLMMetrics:
         }
 
 
+class TinyLLMTrainer(Trainer):
+    """A Trainer whose model card is hf_tinyllm's. transformers' own card says "fine-tuned version of []" for a model
+    trained from scratch, has no pipeline_tag and an empty model-index for perplexity; `push_to_hub` calls this after
+    `save_model`, so the tokenizer config is also re-written to name `PreTrainedTokenizerFast` here."""
+
+    def create_model_card(self, **kwargs) -> None:
+        if not self.is_world_process_zero():
+            return
+        output_dir = Path(self.args.output_dir)
+        if self.processing_class is not None:
+            write_tokenizer_files(self.processing_class, output_dir)
+        write_model_card(output_dir, self.hub_model_id or self.args.hub_model_id or output_dir.name)
+
+
+def _write_training_summary(trainer: Trainer, metrics: dict, data_args: DataArguments, floor: float | None) -> None:
+    """training_summary.json and loss_curve.png beside the model, as the Accelerate loop writes them."""
+    output_dir = Path(trainer.args.output_dir)
+    history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
+    history += [{"step": h["step"], "eval/bits_per_byte": h["eval_bits_per_byte"]}
+                for h in trainer.state.log_history if "eval_bits_per_byte" in h]  # fmt: skip
+    plot_loss_curve(sorted(history, key=lambda h: h["step"]), output_dir / "loss_curve.png", floor)
+    args = trainer.args
+    batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    summary = {
+        "steps": trainer.state.global_step,
+        "tokens_seen": trainer.state.global_step * batch * data_args.block_size,
+        "wall_time_s": metrics.get("train_runtime", 0.0),
+        "final_metrics": {k.removeprefix("documents/"): v for k, v in metrics.items() if k.startswith("documents/")},
+        "parameters": trainer.model.num_parameters(),
+        "hardware": {
+            "device": str(args.device),
+            "num_processes": args.world_size,
+            "mixed_precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "no",
+            "torch": torch.__version__,
+        },
+        "hyperparameters": {
+            "learning_rate": args.learning_rate,
+            "lr_scheduler_type": str(args.lr_scheduler_type),
+            "warmup_steps": args.warmup_steps,
+            "weight_decay": args.weight_decay,
+            "total_train_batch_size": batch,
+            "block_size": data_args.block_size,
+            "max_steps": args.max_steps,
+            "seed": args.seed,
+            "dataset": data_args.dataset,
+            "trainer": "transformers.Trainer",
+        },
+    }
+    (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+
 def run_trainer(
     model_args: ModelArguments, data_args: DataArguments, lora_args: LoraArguments, training_args: TrainingArguments
 ) -> dict:
@@ -91,7 +144,7 @@ def run_trainer(
                           target_modules=targets if targets == "all-linear" else targets.split(","),
                           task_type="CAUSAL_LM")  # fmt: skip
         model = get_peft_model(model, lora)
-    trainer = Trainer(
+    trainer = TinyLLMTrainer(
         model=model,
         args=training_args,
         train_dataset=data.train_blocks,
@@ -118,6 +171,9 @@ def run_trainer(
         metrics.update({f"documents/{k}": v for k, v in documents.items() if k != "arithmetic_examples"})
         finite = {k: v for k, v in metrics.items() if not isinstance(v, float) or math.isfinite(v)}
         (output_dir / "eval_results.json").write_text(json.dumps(finite, indent=2) + "\n")
+        _write_training_summary(trainer, finite, data_args, data.floor_bits_per_byte)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(commit_message="End of training")
     return metrics
 
 

@@ -1,0 +1,56 @@
+"""The `tinyllm` command: `tinyllm push FOLDER REPO_ID [...]`, `tinyllm demo`, `tinyllm train ...`."""
+
+import argparse
+import sys
+
+
+def _push(argv: list[str]) -> None:
+    from .hub import HubError, push
+
+    parser = argparse.ArgumentParser(prog="tinyllm push", description="Push a saved TinyLLM folder to the Hub.")
+    parser.add_argument("folder", help="A model folder (config.json, model.safetensors, tokenizer ...).")
+    parser.add_argument("repo_id", help="user/name (or a bare name: your namespace).")
+    parser.add_argument("--private", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--revision", help="Branch to push to (created from main if needed).")
+    parser.add_argument("--commit_message", help="Commit message.")
+    parser.add_argument("--create_pr", action="store_true", help="Open a pull request instead of committing.")
+    parser.add_argument("--llama", action="store_true", help="Push the plain LlamaForCausalLM export.")
+    parser.add_argument("--license", default="apache-2.0", help="License for the model card.")
+    parser.add_argument("--token", help="Hub token (default: HF_TOKEN or the stored login).")
+    args = parser.parse_args(argv)
+    try:
+        url = push(args.folder, args.repo_id, private=args.private, revision=args.revision,
+                   commit_message=args.commit_message, create_pr=args.create_pr, llama=args.llama, token=args.token,
+                   license=args.license)  # fmt: skip
+    except (HubError, FileNotFoundError) as err:
+        sys.exit(f"error: {err}")
+    print(f"Pushed {args.folder} to {url}")
+
+
+def _demo(argv: list[str]) -> None:
+    from transformers import HfArgumentParser
+
+    from .demo import DemoArguments, run_demo
+
+    (args,) = HfArgumentParser(DemoArguments).parse_args_into_dataclasses(args=argv)
+    run_demo(args)
+
+
+def _train(argv: list[str]) -> None:
+    from .training import parse_train_arguments, train
+
+    train(*parse_train_arguments(argv))
+
+
+COMMANDS = {"push": _push, "demo": _demo, "train": _train}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        sys.exit(f"usage: tinyllm {{{','.join(COMMANDS)}}} ...  (tinyllm COMMAND --help for its options)")
+    COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    main()

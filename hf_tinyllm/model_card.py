@@ -1,0 +1,158 @@
+"""The model card (`README.md`) of a TinyLLM repository, rendered with `huggingface_hub.ModelCard` from
+`model_cards/tinyllm.md`: metadata for the Hub (library, pipeline, tags, license, datasets, `model-index` results) and a
+body a person can read (architecture, training, metrics, loss curve, how to load it, limitations)."""
+
+import json
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from transformers import AutoConfig, PretrainedConfig
+
+TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "tinyllm.md"
+SUMMARY_FILE = "training_summary.json"
+LOSS_CURVE_FILE = "loss_curve.png"
+TRANSFORMERS_REQUIREMENT = ">=5.23,<6"
+LIMITATIONS = (
+    "A model of this size knows only what its training corpus contains. Trained on TinyWorld (synthetic stories, "
+    "arithmetic in words, capitals, sayings), it writes that world's sentences and nothing else; it has no knowledge "
+    "of the real world beyond the facts listed there, makes arithmetic mistakes on problems it has not learned, and "
+    "should not be used for any decision. It is meant for learning how language models train and for experiments."
+)
+
+
+def _metric_rows(metrics: dict) -> list[tuple[str, str]]:
+    names = {
+        "bits_per_byte": "bits per byte (validation)",
+        "floor_bits_per_byte": "entropy floor of the corpus (bits per byte, exact)",
+        "gap_to_floor": "gap to the floor",
+        "perplexity": "perplexity (per token)",
+        "next_token_accuracy": "next-token accuracy",
+        "arithmetic_exact_match": "held-out arithmetic exact match",
+    }
+    rows = []
+    for key, label in names.items():
+        if key in metrics:
+            value = metrics[key]
+            shown = (
+                f"{value:.1%}"
+                if key in ("gap_to_floor", "next_token_accuracy", "arithmetic_exact_match")
+                else (f"{value:.4f}")
+            )
+            rows.append((label, shown))
+    return rows
+
+
+def _eval_results(metrics: dict, dataset_name: str) -> list[EvalResult]:
+    common = dict(task_type="text-generation", dataset_type=dataset_name.lower(), dataset_name=dataset_name,
+                  dataset_split="validation")  # fmt: skip
+    metric_types = {
+        "perplexity": ("perplexity", "Perplexity"),
+        "bits_per_byte": ("bits_per_byte", "Bits per byte"),
+        "floor_bits_per_byte": ("bits_per_byte_floor", "Entropy floor (bits per byte)"),
+        "arithmetic_exact_match": ("exact_match", "Held-out arithmetic exact match"),
+    }
+    return [
+        EvalResult(**common, metric_type=metric_type, metric_name=name, metric_value=round(float(metrics[key]), 6))
+        for key, (metric_type, name) in metric_types.items()
+        if key in metrics
+    ]
+
+
+def build_model_card(
+    config: PretrainedConfig,
+    repo_id: str,
+    summary: dict | None = None,
+    license: str = "apache-2.0",
+    dataset_name: str = "TinyWorld",
+    language: str = "en",
+    has_loss_curve: bool = False,
+    llama: bool = False,
+) -> ModelCard:
+    """A rendered `ModelCard` for a model with `config` pushed to `repo_id`; `summary` is a run's
+    `training_summary.json` (tokens, wall time, hardware, hyperparameters, final metrics) when there is one."""
+    summary = summary or {}
+    metrics = summary.get("final_metrics", {})
+    model_name = repo_id.split("/")[-1]
+    tags = ["tinyllm", "text-generation", "causal-lm"] + ([] if llama else ["custom_code"])
+    card_data = ModelCardData(
+        model_name=model_name,
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        license=license,
+        language=language,
+        datasets=[dataset_name.lower()],
+        tags=tags,
+        eval_results=_eval_results(metrics, dataset_name) or None,
+    )
+    if summary:
+        hardware = summary.get("hardware", {})
+        hyper = summary.get("hyperparameters", {})
+        training = (
+            f"Trained on {summary.get('tokens_seen', 0):,} tokens of {dataset_name} in {summary.get('steps', '?')} "
+            f"steps and {summary.get('wall_time_s', 0):.0f} s on {hardware.get('num_processes', 1)} x "
+            f"`{hardware.get('device', '?')}` ({hardware.get('mixed_precision', 'no')} mixed precision, torch "
+            f"{hardware.get('torch', '?')})."
+        )
+        if hyper:
+            training += "\n\n| hyperparameter | value |\n|---|---|\n" + "\n".join(
+                f"| {k} | `{v}` |" for k, v in sorted(hyper.items())
+            )
+    else:
+        training = "No training summary was provided with this model."
+    rows = _metric_rows(metrics)
+    evaluation = (
+        "| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+        if rows
+        else "No evaluation results were provided with this model."
+    )
+    if rows and "floor_bits_per_byte" in metrics:
+        evaluation += (
+            "\n\nTinyWorld's generator knows the probability of every document, so its entropy per byte is exact: no "
+            "model can score below the floor on held-out text, and the gap to it measures what is left to learn. "
+            "The held-out arithmetic problems never occur in the training text."
+        )
+    description = f"It has {summary.get('parameters', 0) / 1e6:.2f}M parameters." if summary.get("parameters") else ""
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        model_name=model_name,
+        repo_id=repo_id,
+        description=description,
+        model_type=config.model_type,
+        architecture=(config.architectures or ["LlamaForCausalLM" if llama else "TinyLLMForCausalLM"])[0],
+        parameters=f"{summary['parameters']:,}" if summary.get("parameters") else "see config.json",
+        num_hidden_layers=config.num_hidden_layers,
+        hidden_size=config.hidden_size,
+        num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads,
+        head_dim=getattr(config, "head_dim", config.hidden_size // config.num_attention_heads),
+        mlp_type=getattr(config, "mlp_type", "swiglu"),
+        intermediate_size=config.intermediate_size,
+        position_embedding_type=getattr(config, "position_embedding_type", "rope"),
+        norm_type=getattr(config, "norm_type", "rmsnorm"),
+        max_position_embeddings=config.max_position_embeddings,
+        vocab_size=config.vocab_size,
+        tie_word_embeddings=config.tie_word_embeddings,
+        training_section=training,
+        evaluation_section=evaluation,
+        loss_curve=f"![Training loss and validation bits per byte]({LOSS_CURVE_FILE})" if has_loss_curve else "",
+        transformers_requirement=TRANSFORMERS_REQUIREMENT,
+        limitations=LIMITATIONS,
+        llama=llama,
+    )
+
+
+def write_model_card(folder: str | Path, repo_id: str, llama: bool = False, **card_options) -> Path:
+    """Render the card of the model saved in `folder` (reading its config and training summary) into
+    `folder/README.md`."""
+    folder = Path(folder)
+    config = AutoConfig.from_pretrained(folder)
+    summary_file = folder / SUMMARY_FILE
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
+    card = build_model_card(config, repo_id, summary, has_loss_curve=(folder / LOSS_CURVE_FILE).exists(), llama=llama,
+                            **card_options)  # fmt: skip
+    card.save(folder / "README.md")
+    return folder / "README.md"
+
+
+__all__ = ["LOSS_CURVE_FILE", "SUMMARY_FILE", "build_model_card", "write_model_card"]
