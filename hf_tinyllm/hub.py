@@ -17,7 +17,13 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from .model_card import write_model_card
 from .tokenization import write_tokenizer_files
 
+try:  # the HTTP client of huggingface_hub 2.x; its transport errors are not OSErrors
+    from httpx2 import TransportError
+except ImportError:  # pragma: no cover - another huggingface_hub HTTP stack
+    TransportError = OSError
+
 logger = logging.getLogger(__name__)
+NETWORK_ERRORS = (OSError, TransportError)  # connection refused, DNS failure, timeouts
 MODEL_FILES_SKIPPED = {"README.md"}  # regenerated for the repository
 
 
@@ -95,7 +101,7 @@ def push(
     except HfHubHTTPError as err:
         status = err.response.status_code if err.response is not None else "?"
         raise HubError(f"The Hub rejected the token ({status}); check HF_TOKEN or log in again.") from err
-    except OSError as err:  # connection refused, DNS failure, timeouts
+    except NETWORK_ERRORS as err:
         raise HubError(f"Cannot reach the Hugging Face Hub at {api.endpoint} ({err}); check the network.") from err
     with tempfile.TemporaryDirectory(prefix="tinyllm-push-") as tmp:
         staging = stage_repository(source, Path(tmp), repo_id, llama=llama, max_shard_size=max_shard_size,
@@ -121,7 +127,7 @@ def push(
                     "use a token with write access."
                 ) from err
             raise HubError(f"The Hub refused the push to {repo_id} ({status}): {err}") from err
-        except OSError as err:
+        except NETWORK_ERRORS as err:
             raise HubError(f"Cannot reach the Hugging Face Hub at {api.endpoint} ({err}); nothing was pushed.") from err
     url = getattr(info, "pr_url", None) or getattr(info, "commit_url", None) or str(info)
     logger.info("Pushed %s to %s", source if not isinstance(source, tuple) else "model", url)

@@ -23,6 +23,13 @@ The client reads `HF_ENDPOINT` when `huggingface_hub` is imported, so drive it f
         ''', env)
         assert out == {"repo_id": "tester/demo"}
 
+Fixtures: `fake_hub` (session scope) and `hub_env` (its `client_env` with a fresh HF_HOME under tmp_path). Import
+them into a conftest.py (`from fake_hub import fake_hub, hub_env  # noqa: F401`) or alias them in a test module
+(`fake_hub = fake_hub_module.fake_hub`): importing a fixture into the module that uses it trips ruff's F811.
+`hub.requests` records method, port ("api"/"cdn"), path, whether an Authorization header was sent and the status;
+`hub.endpoints_used()` gives route templates such as "POST /api/models/{repo}/commit/{rev}" or
+"GET cdn:/lfs-cdn/{oid}".
+
 Not implemented: Xet (uploads need `HF_HUB_DISABLE_XET=1`, which `client_env` sets; downloads never see Xet headers),
 `.gitignore` handling in preupload (`shouldIgnore` is always false), tags, discussions beyond PR refs, gated repos,
 organisations beyond a name -> members map, spaces/datasets specifics (the repo type is kept in paths and state only).
@@ -211,9 +218,9 @@ class RecordedRequest:
     method: str
     port: str  # "api" or "cdn"
     path: str  # as sent, without the query string
-    has_auth: bool  # whether an Authorization header was present
+    authorized: bool  # whether an Authorization header was present (valid or not)
     status: int
-    endpoint: str  # normalised: "POST /api/models/<repo>/commit/main", "PUT cdn:/lfs-upload/<sha256>"
+    endpoint: str  # the route: "POST /api/models/{repo}/commit/{rev}", "PUT cdn:/lfs-upload/{oid}"
     known: bool  # False for a route the fake does not implement
 
 
@@ -258,6 +265,7 @@ class _Request:
     body: bytes
     headers: Any
     repo_id: str | None = None
+    route: str | None = None  # the route template, set by the router once it recognises the request
     known: bool = True
 
     @property
@@ -418,7 +426,7 @@ class FakeHub:
             self._requests.clear()
 
     def endpoints_used(self) -> set[str]:
-        """Normalised endpoints of the recorded requests, e.g. "HEAD /<repo>/resolve/<sha>/config.json"."""
+        """The routes the recorded requests used, e.g. "HEAD /{repo}/resolve/{rev}/config.json"."""
         return {r.endpoint for r in self.requests}
 
     def add_token(self, token: str, username: str) -> None:
@@ -631,10 +639,12 @@ class FakeHub:
         return resp
 
     def _record(self, req: _Request, status: int) -> None:
-        path = unquote(req.raw_path)
-        if req.repo_id:
-            path = path.replace(req.repo_id, "<repo>", 1)
-        path = _SHA1_RE.sub("<sha>", _SHA256_RE.sub("<sha256>", path))
+        path = req.route
+        if path is None:  # not routed (unknown route, or refused first): normalise the path itself
+            path = unquote(req.raw_path)
+            if req.repo_id:
+                path = path.replace(req.repo_id, "{repo}", 1)
+            path = _SHA1_RE.sub("{sha}", _SHA256_RE.sub("{oid}", path))
         endpoint = f"{req.method} {'cdn:' if req.role == 'cdn' else ''}{path}"
         record = RecordedRequest(
             req.method, req.role, req.raw_path, req.authorization is not None, status, endpoint, req.known
@@ -664,40 +674,47 @@ class FakeHub:
             ("POST", "/lfs-verify"): self._lfs_verify,
         }
         if (method, path) in fixed:
+            req.route = path
             return fixed[(method, path)](req, user)
 
         segments = path.split("/")[1:]
         if len(segments) >= 4 and segments[0] == "api" and segments[1] in _API_TYPES:
             repo_type = _API_TYPES[segments[1]]
             req.repo_id = f"{unquote(segments[2])}/{unquote(segments[3])}"
-            return self._route_repo_api(req, user, repo_type, req.repo_id, segments[4:])
+            return self._route_repo_api(req, user, repo_type, req.repo_id, segments[1], segments[4:])
 
         batch = _LFS_BATCH_RE.fullmatch(path)
         if batch and method == "POST":
             repo_type = _API_TYPES[batch.group(1)] if batch.group(1) else "model"
             req.repo_id = f"{unquote(batch.group(2))}/{unquote(batch.group(3))}"
+            req.route = f"/{batch.group(1) + '/' if batch.group(1) else ''}{{repo}}.git/info/lfs/objects/batch"
             return self._lfs_batch(req, user, repo_type, req.repo_id)
 
-        repo_type = "model"
+        repo_type, prefix = "model", ""
         if segments and segments[0] in ("datasets", "spaces"):
-            repo_type, segments = _API_TYPES[segments[0]], segments[1:]
+            repo_type, prefix, segments = _API_TYPES[segments[0]], f"{segments[0]}/", segments[1:]
         if len(segments) >= 5 and segments[2] == "resolve" and method in ("GET", "HEAD"):
             req.repo_id = f"{unquote(segments[0])}/{unquote(segments[1])}"
             revision, rest = _split_revision(segments[3:])
             if rest:
-                return self._resolve_file(req, user, repo_type, req.repo_id, revision, "/".join(map(unquote, rest)))
+                filename = "/".join(map(unquote, rest))
+                req.route = f"/{prefix}{{repo}}/resolve/{{rev}}/{filename}"
+                return self._resolve_file(req, user, repo_type, req.repo_id, revision, filename)
         raise _UnknownRoute
 
     def _route_repo_api(
-        self, req: _Request, user: str | None, repo_type: str, repo_id: str, rest: list[str]
+        self, req: _Request, user: str | None, repo_type: str, repo_id: str, api_type: str, rest: list[str]
     ) -> _Response:
-        method = req.method
+        method, base = req.method, f"/api/{api_type}/{{repo}}"
         if rest in ([], [""]) and method == "GET":
+            req.route = base
             return self._repo_info(req, user, repo_type, repo_id, None)
         action, tail = rest[0], rest[1:]
         if action == "refs" and not tail and method == "GET":
+            req.route = f"{base}/refs"
             return self._refs(req, user, repo_type, repo_id)
         if action == "branch" and tail and method in ("POST", "DELETE"):
+            req.route = f"{base}/branch/{{branch}}"
             return self._branch(req, user, repo_type, repo_id, unquote("/".join(tail)))
         if not tail:
             raise _UnknownRoute
@@ -714,6 +731,7 @@ class FakeHub:
         handler = handlers.get((method, action))
         if handler is None or (extra_path and action != "tree"):
             raise _UnknownRoute
+        req.route = f"{base}/{action}/{{rev}}" + (f"/{extra_path}" if extra_path else "")
         return handler()
 
     # ------------------------------------------------------------------------------------------ account / repos
@@ -1131,7 +1149,7 @@ class FakeHub:
             raise HubError(403, "The CDN must not receive an Authorization header")
         segments = req.raw_path.split("/")[1:]
         if len(segments) == 2 and segments[0] == "lfs-cdn" and req.method in ("GET", "HEAD"):
-            oid = segments[1]
+            req.route, oid = "/lfs-cdn/{oid}", segments[1]
             self._check_signature(req, "download", oid)
             data = self._lfs.get(oid)
             if data is None:
@@ -1139,7 +1157,7 @@ class FakeHub:
             headers = {"ETag": f'"{oid}"', "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
             return self._ranged(req, data, headers)
         if len(segments) == 2 and segments[0] == "lfs-upload" and req.method in ("PUT", "POST"):
-            oid = segments[1]
+            req.route, oid = "/lfs-upload/{oid}", segments[1]
             size = self._check_signature(req, "upload", oid)
             # A PUT is a basic upload, a POST completes a multipart upload.
             data = req.body if req.method == "PUT" else self._assemble_parts(req, oid)
@@ -1150,7 +1168,7 @@ class FakeHub:
             self._lfs[oid] = data
             return _Response(200, b"", {"ETag": f'"{hashlib.md5(data).hexdigest()}"'})
         if len(segments) == 4 and segments[0] == "lfs-upload" and segments[2] == "part" and req.method == "PUT":
-            oid = segments[1]
+            req.route, oid = "/lfs-upload/{oid}/part/{n}", segments[1]
             self._check_signature(req, "part", oid)
             if not segments[3].isdigit() or int(segments[3]) < 1:
                 raise HubError(400, "Invalid part number")
