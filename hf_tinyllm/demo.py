@@ -2,7 +2,6 @@
 loop, evaluate it against the corpus's exact entropy floor and on held-out arithmetic, save it, reload it with
 `AutoModelForCausalLM.from_pretrained`, and generate. The recipe is `configs/runs/demo.yaml`."""
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +10,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from .data.tinyworld import TinyWorld, TinyWorldConfig
+from .data.tinyworld import TinyWorld
 from .training import parse_train_arguments, train
+from .training.data import tinyworld_config
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "runs" / "demo.yaml"
 PROMPTS = ("two plus three equals", "seven times six equals", "the capital of france is", "the queen", "the king")
@@ -36,10 +36,7 @@ def run_demo(args: DemoArguments) -> dict:
     if args.preset is not None:
         overrides += ["--preset", args.preset]
     model_args, data_args, optim_args, run_args = parse_train_arguments(["--config", args.recipe, *overrides])
-    world_config = TinyWorldConfig(num_train_documents=data_args.tinyworld_documents)
-    if data_args.tinyworld_weights:
-        world_config.family_weights = json.loads(data_args.tinyworld_weights)
-    world = TinyWorld(world_config)
+    world = TinyWorld(tinyworld_config(data_args))
     summary = world.summary()
     print(
         f"1. TinyWorld: {summary['num_train_documents']:,} training documents ({summary['train_bytes'] / 1e6:.1f} MB),"

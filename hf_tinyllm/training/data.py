@@ -27,11 +27,17 @@ class TrainingData:
     floor_bits_per_byte: float | None = None
 
 
+def tinyworld_config(args: DataArguments) -> TinyWorldConfig:
+    """The TinyWorld configuration a run's data arguments ask for."""
+    config = TinyWorldConfig(num_train_documents=args.tinyworld_documents)
+    if args.tinyworld_weights:
+        config.family_weights = json.loads(args.tinyworld_weights)
+    return config
+
+
 def _documents(args: DataArguments, seed: int) -> tuple[Dataset, Dataset, Dataset | None, float | None]:
     if args.dataset == "tinyworld":
-        config = TinyWorldConfig(num_train_documents=args.tinyworld_documents)
-        if args.tinyworld_weights:
-            config.family_weights = json.loads(args.tinyworld_weights)
+        config = tinyworld_config(args)
         world = tinyworld_dataset(config)
         floor = TinyWorld(config).floor_bits_per_byte()
         return world["train"], world["validation"], world["heldout_arithmetic"], floor
@@ -72,4 +78,4 @@ def prepare_training_data(
     return TrainingData(tokenizer, blocks(train), blocks(validation), validation, heldout, floor)
 
 
-__all__ = ["TrainingData", "prepare_training_data"]
+__all__ = ["TrainingData", "prepare_training_data", "tinyworld_config"]
