@@ -14,7 +14,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, RepositoryNotFoundError
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .model_card import write_model_card
+from .model_card import TRAINING_RECORDS, write_model_card
 from .tokenization import write_tokenizer_files
 
 try:  # the HTTP client of huggingface_hub 2.x; its transport errors are not OSErrors
@@ -40,7 +40,7 @@ def stage_repository(
     **card_options,
 ) -> Path:
     """Write everything the repository will hold into `staging` (an empty folder) and return it."""
-    from .convert import export_llama
+    from .convert import to_llama
 
     if isinstance(source, tuple):
         model, tokenizer = source
@@ -53,21 +53,17 @@ def stage_repository(
         for path in folder.iterdir():
             if path.is_file() and path.name not in MODEL_FILES_SKIPPED:
                 shutil.copy2(path, staging / path.name)
-    if llama:
+    if llama:  # replace the TinyLLM files by the plain Llama export; keep the training records
         from . import TinyLLMForCausalLM
 
         model = TinyLLMForCausalLM.from_pretrained(staging)
-        extras = {p.name: p.read_bytes() for p in staging.iterdir() if p.suffix in (".json", ".png", ".jsonl")}
         tokenizer = AutoTokenizer.from_pretrained(staging) if (staging / "tokenizer.json").exists() else None
         for path in staging.iterdir():
-            path.unlink()
-        export_llama(model, staging / "llama", tokenizer)
-        for path in (staging / "llama").iterdir():
-            path.rename(staging / path.name)
-        (staging / "llama").rmdir()
-        for name, content in extras.items():  # training summary, logs, plots
-            if not (staging / name).exists():
-                (staging / name).write_bytes(content)
+            if path.name not in TRAINING_RECORDS:
+                path.unlink()
+        to_llama(model).save_pretrained(staging, max_shard_size=max_shard_size)
+        if tokenizer is not None:
+            write_tokenizer_files(tokenizer, staging)
     write_model_card(staging, repo_id, llama=llama, **card_options)
     return staging
 

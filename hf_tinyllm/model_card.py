@@ -11,6 +11,8 @@ from transformers import AutoConfig, PretrainedConfig
 TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "tinyllm.md"
 SUMMARY_FILE = "training_summary.json"
 LOSS_CURVE_FILE = "loss_curve.png"
+TRAINING_LOG_FILE = "training_log.jsonl"
+TRAINING_RECORDS = (SUMMARY_FILE, LOSS_CURVE_FILE, TRAINING_LOG_FILE)  # travel with the weights to the Hub
 TRANSFORMERS_REQUIREMENT = ">=5.23,<6"
 LIMITATIONS = (
     "A model of this size knows only what its training corpus contains. Trained on TinyWorld (synthetic stories, "
@@ -155,4 +157,11 @@ def write_model_card(folder: str | Path, repo_id: str, llama: bool = False, **ca
     return folder / "README.md"
 
 
-__all__ = ["LOSS_CURVE_FILE", "SUMMARY_FILE", "build_model_card", "write_model_card"]
+__all__ = [
+    "LOSS_CURVE_FILE",
+    "SUMMARY_FILE",
+    "TRAINING_LOG_FILE",
+    "TRAINING_RECORDS",
+    "build_model_card",
+    "write_model_card",
+]

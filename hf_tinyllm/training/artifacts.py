@@ -7,7 +7,7 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from ..atomic import atomic_directory
-from ..model_card import LOSS_CURVE_FILE, SUMMARY_FILE
+from ..model_card import LOSS_CURVE_FILE, SUMMARY_FILE, TRAINING_LOG_FILE
 from ..tokenization import write_tokenizer_files
 
 
@@ -24,7 +24,7 @@ def save_final_model(
         model.save_pretrained(tmp)
         write_tokenizer_files(tokenizer, tmp)
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        (tmp / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+        (tmp / TRAINING_LOG_FILE).write_text("".join(json.dumps(r) + "\n" for r in history))
         plot_loss_curve(history, tmp / LOSS_CURVE_FILE, floor_bits_per_byte)
     return path
 

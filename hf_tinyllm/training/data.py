@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import Dataset
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from ..data.loading import load_text_dataset
 from ..data.packing import pack_dataset, split_train_validation, tokenize_dataset
 from ..data.tinyworld import TinyWorld, TinyWorldConfig, tinyworld_dataset
+from ..evaluation import evaluate_model
 from ..tokenization import load_tokenizer, save_tokenizer, train_tokenizer
 from .arguments import DataArguments
 
@@ -25,6 +26,13 @@ class TrainingData:
     validation_documents: Dataset
     heldout_arithmetic: Dataset | None = None
     floor_bits_per_byte: float | None = None
+
+    def evaluate(self, model: PreTrainedModel, max_documents: int) -> dict:
+        """`evaluate_model` on the validation documents, with the held-out arithmetic and floor when there are."""
+        return evaluate_model(
+            model, self.tokenizer, self.validation_documents, heldout_arithmetic=self.heldout_arithmetic,
+            floor_bits_per_byte=self.floor_bits_per_byte, max_documents=max_documents,
+        )  # fmt: skip
 
 
 def tinyworld_config(args: DataArguments) -> TinyWorldConfig:

@@ -22,7 +22,6 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.packing import DataCollatorForCausalLM, check_block_size
-from ..evaluation import evaluate_model
 from .arguments import DataArguments, ModelArguments, OptimArguments, RunArguments
 from .artifacts import save_final_model
 from .checkpoint import TrainingProgress, resolve_checkpoint, save_checkpoint
@@ -175,10 +174,7 @@ def train(
             accelerator.wait_for_everyone()
             return {}
         unwrapped.eval()
-        metrics = evaluate_model(
-            unwrapped, tokenizer, data.validation_documents, heldout_arithmetic=data.heldout_arithmetic,
-            floor_bits_per_byte=data.floor_bits_per_byte, max_documents=run_args.eval_documents,
-        )  # fmt: skip
+        metrics = data.evaluate(unwrapped, max_documents=run_args.eval_documents)
         unwrapped.train()
         accelerator.wait_for_everyone()
         return metrics

@@ -12,7 +12,6 @@ import torch
 from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from ..data.packing import DataCollatorForCausalLM, check_block_size
-from ..evaluation import evaluate_model
 from ..metrics import load_metric
 from ..model_card import SUMMARY_FILE, write_model_card
 from ..tokenization import write_tokenizer_files
@@ -164,10 +163,7 @@ def run_trainer(
     metrics = trainer.evaluate()
     metrics.update(train_output.metrics)
     if trainer.is_world_process_zero():
-        documents = evaluate_model(
-            model.eval(), data.tokenizer, data.validation_documents, heldout_arithmetic=data.heldout_arithmetic,
-            floor_bits_per_byte=data.floor_bits_per_byte, max_documents=500,
-        )  # fmt: skip
+        documents = data.evaluate(model.eval(), max_documents=500)
         metrics.update({f"documents/{k}": v for k, v in documents.items() if k != "arithmetic_examples"})
         finite = {k: v for k, v in metrics.items() if not isinstance(v, float) or math.isfinite(v)}
         (output_dir / "eval_results.json").write_text(json.dumps(finite, indent=2) + "\n")
