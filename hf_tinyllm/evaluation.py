@@ -68,6 +68,64 @@ def score_documents(
     return scores
 
 
+PACKED_PARTS = ("whole", "cut", "bos")
+
+
+@torch.no_grad()
+def packed_loss_breakdown(
+    model: PreTrainedModel,
+    blocks: Iterable[dict],
+    bos_token_id: int,
+    eos_token_id: int,
+    batch_size: int = 16,
+) -> dict:
+    """Where the mean loss on packed blocks (the Trainer's `eval_loss`) comes from, to reconcile it with the
+    document-level loss of `evaluate_model`. `blocks` carry `input_ids` and, when packed with document positions,
+    `position_ids`. Every target (each block token after the first) falls in one part:
+
+    - `whole`: in a document that starts (bos) and ends (eos) inside the block; with document positions it is scored
+      exactly as the document alone, so this part's loss is `evaluate_model`'s loss on those documents;
+    - `cut`: in a document split by a block boundary; the tokens after the cut lost the context before it;
+    - `bos`: a bos after the previous document's eos; document-level scoring never predicts bos.
+
+    Returns `loss` (the mean over all targets), per part `{part}/nll_sum`, `{part}/num_tokens`, `{part}/loss`, and
+    `whole_documents`: the token ids (bos..eos) of the whole documents, in order.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    sums = {part: 0.0 for part in PACKED_PARTS}
+    counts = {part: 0 for part in PACKED_PARTS}
+    whole_documents = []
+    rows = iter(blocks)
+    while chunk := list(itertools.islice(rows, batch_size)):
+        input_ids = torch.tensor([row["input_ids"] for row in chunk], device=device)
+        kwargs = {"position_ids": torch.tensor([row["position_ids"] for row in chunk], device=device)}
+        logits = model(input_ids=input_ids, **(kwargs if "position_ids" in chunk[0] else {})).logits[:, :-1].float()
+        nll = F.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")  # (B, T-1)
+        for ids, row_nll in zip(input_ids.tolist(), nll.tolist(), strict=True):
+            starts = [i for i, token in enumerate(ids) if token == bos_token_id and i > 0]
+            for begin, end in zip([0, *starts], [*starts, len(ids)], strict=True):  # segments [begin, end)
+                whole = ids[begin] == bos_token_id and ids[end - 1] == eos_token_id
+                part = "whole" if whole else "cut"
+                targets = row_nll[max(begin, 1) - 1 : end - 1]  # targets ids[max(begin, 1):end]
+                if begin > 0:  # the segment's own bos, predicted from the previous segment's last token
+                    sums["bos"] += targets[0]
+                    counts["bos"] += 1
+                    targets = targets[1:]
+                sums[part] += math.fsum(targets)
+                counts[part] += len(targets)
+                if whole:
+                    whole_documents.append(ids[begin:end])
+    total = sum(counts.values())
+    if total == 0:
+        raise ValueError("No packed blocks to score; pass at least one block of two or more tokens.")
+    result = {"loss": math.fsum(sums.values()) / total, "whole_documents": whole_documents}
+    for part in PACKED_PARTS:
+        result[f"{part}/nll_sum"], result[f"{part}/num_tokens"] = sums[part], counts[part]
+        result[f"{part}/loss"] = sums[part] / counts[part] if counts[part] else float("nan")
+    return result
+
+
 @torch.no_grad()
 def generate_answers(
     model: PreTrainedModel,
@@ -160,4 +218,10 @@ def evaluate_model(
     return result
 
 
-__all__ = ["arithmetic_exact_match", "evaluate_model", "generate_answers", "score_documents"]
+__all__ = [
+    "arithmetic_exact_match",
+    "evaluate_model",
+    "generate_answers",
+    "packed_loss_breakdown",
+    "score_documents",
+]

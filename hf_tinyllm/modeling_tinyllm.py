@@ -332,13 +332,14 @@ class TinyLLMModel(TinyLLMPreTrainedModel):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # (B, T, C)
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
         if position_ids is None:
             past_seen_tokens = past_key_values.get_seq_length() if past_key_values is not None else 0
             position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen_tokens
             position_ids = position_ids.unsqueeze(0)  # (1, T)
 
+        # The mask sees the caller's cache, not one created here: an empty new cache sizes the mask exactly as no
+        # cache does, but transformers only detects packed documents (positions restarting at 0) without a cache,
+        # so creating the cache first would let packed documents attend to each other when `use_cache=True`.
         causal_mask = create_causal_mask(
             config=self.config,
             inputs_embeds=inputs_embeds,
@@ -346,6 +347,8 @@ class TinyLLMModel(TinyLLMPreTrainedModel):
             past_key_values=past_key_values,
             position_ids=position_ids,
         )
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
 
         hidden_states = inputs_embeds
         position_embeddings = None

@@ -170,18 +170,22 @@ def test_document_positions_restart_at_each_document():
     assert document_position_ids(ids, bos_token_id=1).tolist() == [0, 1, 2, 0, 1, 2, 3, 4, 0, 1]
 
 
-def test_document_positions_confine_attention_to_the_document(arch):
-    """transformers' packed-sequence masks: with restarting position_ids (and no attention mask), a document in
-    a packed block gets exactly the logits it gets alone."""
+@pytest.mark.parametrize("use_cache", [False, True, None])
+def test_document_positions_confine_attention_to_the_document(arch, use_cache):
+    """transformers' packed-sequence masks: with restarting position_ids (and no attention mask), each document in
+    a packed block gets exactly the logits it gets alone, whether or not the forward builds a KV cache (None: the
+    config's default, `use_cache=True`)."""
     model = tiny_model(**arch)
     doc_a = [1, 17, 23, 45, 2]
     doc_b = [1, 30, 31, 32, 33, 34, 2]
     block = torch.tensor([doc_a + doc_b])
     positions = torch.from_numpy(document_position_ids(block[0].numpy(), bos_token_id=1)).unsqueeze(0)
-    packed = model(block, position_ids=positions, use_cache=False).logits  # a cache disables packed masks
-    alone_b = model(torch.tensor([doc_b])).logits
-    torch.testing.assert_close(packed[:, len(doc_a) :], alone_b, rtol=0, atol=1e-5)
-    leaky = model(block, use_cache=False).logits  # without document positions, doc_b attends to doc_a
+    packed = model(block, position_ids=positions, use_cache=use_cache)
+    alone_a, alone_b = model(torch.tensor([doc_a])).logits, model(torch.tensor([doc_b])).logits
+    torch.testing.assert_close(packed.logits[:, : len(doc_a)], alone_a, rtol=0, atol=1e-5)
+    torch.testing.assert_close(packed.logits[:, len(doc_a) :], alone_b, rtol=0, atol=1e-5)
+    assert (packed.past_key_values is not None) == (use_cache is not False)  # the cache is still returned
+    leaky = model(block, use_cache=use_cache).logits  # without document positions, doc_b attends to doc_a
     assert not torch.allclose(leaky[:, len(doc_a) :], alone_b, atol=1e-3)
 
 

@@ -1,12 +1,17 @@
 """The Trainer path: from scratch with evaluation and resume, fine-tuning a saved TinyLLM, and LoRA."""
 
+import contextlib
 import json
+import math
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, HfArgumentParser, TrainingArguments
 
+from hf_tinyllm.data.packing import DataCollatorForCausalLM
+from hf_tinyllm.evaluation import packed_loss_breakdown, score_documents
 from hf_tinyllm.training import DataArguments, ModelArguments
+from hf_tinyllm.training.data import prepare_training_data
 from hf_tinyllm.training.trainer import LoraArguments, run_trainer, token_byte_lengths
 
 
@@ -37,25 +42,65 @@ def test_trainer_trains_evaluates_saves_and_resumes(tmp_path, tokenizer_dir):
     assert resumed["epoch"] > metrics["epoch"]
 
 
-def test_fine_tune_a_saved_model_on_arithmetic_with_and_without_lora(tmp_path, tokenizer_dir):
-    trainer_run(tmp_path / "base", tokenizer_dir, "--save_strategy", "no", "--eval_strategy", "no")
-    base = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
-    arithmetic = ["--init_from", str(tmp_path / "base"), "--tinyworld_weights", '{"arithmetic": 1}', "--save_strategy",
-                  "no", "--eval_strategy", "no", "--max_steps", "4"]  # fmt: skip
-    trainer_run(tmp_path / "full", tokenizer_dir, *arithmetic)
-    tuned = AutoModelForCausalLM.from_pretrained(tmp_path / "full")
+ARITHMETIC_FINE_TUNE = ["--tinyworld_weights", '{"arithmetic": 1}', "--save_strategy", "no", "--eval_strategy", "no",
+                        "--max_steps", "4"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(tmp_path_factory, tokenizer_dir) -> tuple:
+    """A base model trained from scratch, then fine-tuned on arithmetic from its saved folder (the README's command,
+    at test size): (folder of the base, folder of the fine-tune, the fine-tune's final metrics)."""
+    root = tmp_path_factory.mktemp("fine_tune")
+    trainer_run(root / "base", tokenizer_dir, "--save_strategy", "no", "--eval_strategy", "no")
+    metrics = trainer_run(root / "full", tokenizer_dir, "--init_from", str(root / "base"), *ARITHMETIC_FINE_TUNE)
+    return root / "base", root / "full", metrics
+
+
+def test_fine_tune_a_saved_model_on_arithmetic_with_and_without_lora(tmp_path, tokenizer_dir, fine_tuned):
+    base_dir, full_dir, _ = fine_tuned
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    tuned = AutoModelForCausalLM.from_pretrained(full_dir)
     changed = [n for n, p in tuned.named_parameters() if not torch.equal(p, base.state_dict()[n])]
     assert "model.layers.0.self_attn.q_proj.weight" in changed
 
     from peft import PeftModel
 
-    trainer_run(tmp_path / "lora", tokenizer_dir, *arithmetic, "--lora_r", "4")
+    trainer_run(tmp_path / "lora", tokenizer_dir, "--init_from", str(base_dir), *ARITHMETIC_FINE_TUNE, "--lora_r", "4")
     assert (tmp_path / "lora" / "adapter_model.safetensors").exists()
-    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp_path / "base"), tmp_path / "lora")
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), tmp_path / "lora")
     ids = torch.tensor([[1, 40, 41, 42]])
     assert not torch.allclose(adapted(ids).logits, base(ids).logits)
     lora_b = [p for n, p in adapted.named_parameters() if "lora_B" in n]
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # B starts at zero; training moved it
+
+
+def test_final_metrics_agree_with_the_validation_blocks_and_the_documents(tokenizer_dir, fine_tuned):
+    """The final `eval_loss` is the loss of the saved model (whose config now says `use_cache=True`) on the packed
+    validation blocks, computed directly with and without a cache; and its part on documents that lie whole in a
+    block equals the document-level loss of `evaluate_model`'s scoring on those documents."""
+    _, full_dir, metrics = fine_tuned
+    model = AutoModelForCausalLM.from_pretrained(full_dir).eval()
+    assert model.config.use_cache
+    data_args = DataArguments(tokenizer=tokenizer_dir, tinyworld_documents=600, block_size=32,
+                              tinyworld_weights='{"arithmetic": 1}')  # fmt: skip
+    data = prepare_training_data(data_args, contextlib.nullcontext, full_dir, seed=0)
+    blocks = DataCollatorForCausalLM(data.tokenizer.pad_token_id)(list(data.validation_blocks))
+    for use_cache in (False, True):
+        with torch.no_grad():
+            direct = model(**blocks, use_cache=use_cache).loss.item()
+        assert metrics["eval_loss"] == pytest.approx(direct, rel=1e-5), use_cache
+
+    tokenizer = data.tokenizer
+    parts = packed_loss_breakdown(model, data.validation_blocks, tokenizer.bos_token_id, tokenizer.eos_token_id)
+    assert parts["loss"] == pytest.approx(metrics["eval_loss"], rel=1e-5)
+    assert parts["whole/num_tokens"] > 0 and parts["cut/num_tokens"] > 0 and parts["bos/num_tokens"] > 0
+    texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in parts["whole_documents"]]
+    assert [[tokenizer.bos_token_id, *tokenizer.encode(t, add_special_tokens=False), tokenizer.eos_token_id]
+            for t in texts] == parts["whole_documents"]  # fmt: skip
+    scores = score_documents(model, tokenizer, texts)
+    assert sum(s["num_tokens"] for s in scores) == parts["whole/num_tokens"]
+    assert math.fsum(s["nll_sum"] for s in scores) == pytest.approx(parts["whole/nll_sum"], rel=1e-5)
+    assert 0 < parts["bos/loss"] < parts["whole/loss"]  # a bos after an eos is the easiest token in the corpus
 
 
 def test_token_byte_lengths_count_utf8_bytes(tokenizer_dir):

@@ -155,13 +155,13 @@ def run_trainer(
     )
     resume = training_args.resume_from_checkpoint
     train_output = trainer.train(resume_from_checkpoint=True if resume == "latest" else resume)
+    metrics = trainer.evaluate()  # as trained (use_cache off): the final figures never depend on the saved flag
+    metrics.update(train_output.metrics)
     base = model.get_base_model() if lora_args.lora_r > 0 else model
-    base.config.use_cache = True
+    base.config.use_cache = True  # the saved model generates with a KV cache
     trainer.save_model()
     if trainer.is_world_process_zero():
         write_tokenizer_files(data.tokenizer, output_dir)
-    metrics = trainer.evaluate()
-    metrics.update(train_output.metrics)
     if trainer.is_world_process_zero():
         documents = data.evaluate(model.eval(), max_documents=500)
         metrics.update({f"documents/{k}": v for k, v in documents.items() if k != "arithmetic_examples"})
