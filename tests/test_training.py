@@ -194,3 +194,25 @@ def test_muon_and_the_final_model_folder(tmp_path, tokenizer_dir):
     assert model.generate(**ids, max_new_tokens=3, do_sample=False).shape[1] == ids["input_ids"].shape[1] + 3
     first_losses = losses(output)
     assert first_losses[8] < first_losses[1]
+
+
+def test_loss_curve_panels_say_when_too_few_points_were_logged():
+    """A panel with one point or none (the Trainer's default logging_steps=500 over 200 steps; a single final
+    evaluation) says so and how to log more, instead of drawing an empty or single-dot panel silently."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hf_tinyllm.training.artifacts import _plot_series
+
+    _, (empty, single, curve) = plt.subplots(1, 3)
+    _plot_series(empty, [], "training loss", "more often: lower logging_steps")
+    _plot_series(single, [(200, 0.326)], "validation bits per byte", "a curve: eval_steps")
+    _plot_series(curve, [(0, 2.0), (10, 1.0)], "training loss", "more often: lower logging_steps")
+    assert [t.get_text() for t in empty.texts] == [
+        "training loss: nothing logged;\nfor more often: lower logging_steps"
+    ]
+    assert "one point (step 200: 0.326)" in single.texts[0].get_text() and single.lines[0].get_marker() == "o"
+    assert not curve.texts and len(curve.lines[0].get_xdata()) == 2
+    plt.close("all")

@@ -41,23 +41,32 @@ def plot_loss_curve(history: list[dict], path: Path, floor_bits_per_byte: float 
     train = [(r["step"], r["loss"]) for r in history if "loss" in r]
     evals = [(r["step"], r["eval/bits_per_byte"]) for r in history if "eval/bits_per_byte" in r]
     fig, (ax_loss, ax_bpb) = plt.subplots(1, 2, figsize=(10, 4))
-    if train:
-        ax_loss.plot(*zip(*train, strict=True), label="training loss (nats/token)")
+    _plot_series(ax_loss, train, "training loss (nats/token)", "more often: lower logging_steps")
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("cross-entropy")
-    ax_loss.set_yscale("log")
-    ax_loss.legend()
-    if evals:
-        ax_bpb.plot(*zip(*evals, strict=True), marker="o", label="validation bits per byte")
+    if train:
+        ax_loss.set_yscale("log")
+    _plot_series(ax_bpb, evals, "validation bits per byte", "a curve: evaluate every N steps (eval_steps)")
     if floor_bits_per_byte is not None:
         ax_bpb.axhline(floor_bits_per_byte, color="k", linestyle="--", label="entropy floor (exact)")
     ax_bpb.set_xlabel("step")
     ax_bpb.set_ylabel("bits per byte")
-    ax_bpb.legend()
+    ax_bpb.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _plot_series(ax, points: list[tuple[int, float]], label: str, hint: str) -> None:
+    """A line of (step, value) points; with fewer than two, markers and a note saying how to log more."""
+    if points:
+        ax.plot(*zip(*points, strict=True), marker="o" if len(points) < 2 else None, label=label)
+        ax.legend()
+    if len(points) < 2:
+        logged = f"one point (step {points[0][0]}: {points[0][1]:.4g})" if points else "nothing"
+        ax.text(0.5, 0.5, f"{label}: {logged} logged;\nfor {hint}", transform=ax.transAxes, ha="center",
+                va="center", fontsize=9, color="0.3")  # fmt: skip
 
 
 __all__ = ["plot_loss_curve", "save_final_model"]
