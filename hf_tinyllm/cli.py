@@ -1,4 +1,5 @@
-"""The `tinyllm` command: `tinyllm push FOLDER REPO_ID [...]`, `tinyllm demo`, `tinyllm train ...`."""
+"""The `tinyllm` command: `tinyllm push FOLDER REPO_ID [...]`, `tinyllm demo`, `tinyllm train ...`,
+`tinyllm explain TOPIC MODEL [...]`."""
 
 import argparse
 import sys
@@ -42,7 +43,13 @@ def _train(argv: list[str]) -> None:
     train(*parse_train_arguments(argv))
 
 
-COMMANDS = {"push": _push, "demo": _demo, "train": _train}
+def _explain(argv: list[str]) -> None:
+    from .explain import main as explain_main
+
+    explain_main(argv)
+
+
+COMMANDS = {"push": _push, "demo": _demo, "train": _train, "explain": _explain}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerFast
 
 from hf_tinyllm import TinyLLMConfig, TinyLLMForCausalLM
 from hf_tinyllm.data import TinyWorldConfig, tinyworld_dataset
-from hf_tinyllm.tokenization import save_tokenizer, train_tokenizer
+from hf_tinyllm.tokenization import save_tokenizer, train_tokenizer, write_tokenizer_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,3 +122,33 @@ def tokenizer_dir(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("tok") / "tokenizer"
     world = tinyworld_dataset(TinyWorldConfig(num_train_documents=600, num_validation_documents=20))
     return str(save_tokenizer(train_tokenizer(world["train"], vocab_size=300), path))
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    """A debug-size TinyLLM trained for 150 AdamW steps on TinyWorld with the 300-token tokenizer, saved with it:
+    the model the insight and explain tests look into."""
+    from hf_tinyllm.data.packing import pack_dataset, tokenize_dataset
+    from hf_tinyllm.presets import build_model
+    from hf_tinyllm.tokenization import load_tokenizer, model_overrides_for
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    world = tinyworld_dataset(TinyWorldConfig(num_train_documents=600, num_validation_documents=20))
+    blocks = pack_dataset(tokenize_dataset(world["train"], tokenizer), 64, document_positions=True,
+                          bos_token_id=tokenizer.bos_token_id)  # fmt: skip
+    ids, positions = torch.tensor(blocks["input_ids"]), torch.tensor(blocks["position_ids"])
+    torch.manual_seed(0)
+    model = build_model("debug", hidden_size=64, intermediate_size=128, **model_overrides_for(tokenizer))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(150):
+        rows = torch.randint(len(ids), (16,), generator=gen)
+        loss = model(input_ids=ids[rows], position_ids=positions[rows], labels=ids[rows], use_cache=False).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    path = tmp_path_factory.mktemp("trained") / "model"
+    model.eval().save_pretrained(path)
+    write_tokenizer_files(tokenizer, path)
+    return path
