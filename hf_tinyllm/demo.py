@@ -2,6 +2,7 @@
 loop, evaluate it against the corpus's exact entropy floor and on held-out arithmetic, save it, reload it with
 `AutoModelForCausalLM.from_pretrained`, and generate. The recipe is `configs/runs/demo.yaml`."""
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from .data.tinyworld import TinyWorld
+from .insight.learning import probe_records
+from .model_card import TRAINING_LOG_FILE
 from .training import parse_train_arguments, train
 from .training.data import tinyworld_config
 
@@ -32,10 +35,13 @@ def run_demo(args: DemoArguments) -> dict:
     started = time.perf_counter()
     overrides = ["--output_dir", args.output_dir]
     if args.max_steps is not None:
-        overrides += ["--max_steps", str(args.max_steps), "--warmup_steps", str(min(30, args.max_steps // 5))]
+        overrides += ["--max_steps", str(args.max_steps), "--warmup_steps", str(min(30, args.max_steps // 5)),
+                      "--probe_steps", str(max(1, args.max_steps // 8))]  # fmt: skip
     if args.preset is not None:
         overrides += ["--preset", args.preset]
-    model_args, data_args, optim_args, run_args = parse_train_arguments(["--config", args.recipe, *overrides])
+    model_args, data_args, optim_args, run_args, probe_args = parse_train_arguments(
+        ["--config", args.recipe, *overrides]
+    )
     world = TinyWorld(tinyworld_config(data_args))
     summary = world.summary()
     print(
@@ -47,7 +53,7 @@ def run_demo(args: DemoArguments) -> dict:
         f"2. Training a {data_args.vocab_size}-token tokenizer and a '{model_args.preset}' TinyLLM for "
         f"{optim_args.max_steps} steps ({optim_args.per_device_batch_size} x {data_args.block_size} tokens each)..."
     )
-    result = train(model_args, data_args, optim_args, run_args)
+    result = train(model_args, data_args, optim_args, run_args, probe_args)
     metrics = result["final_metrics"]
     print(
         f"3. Trained {result['parameters'] / 1e6:.2f}M parameters on {result['tokens_seen'] / 1e6:.2f}M tokens in "
@@ -65,6 +71,12 @@ def run_demo(args: DemoArguments) -> dict:
         print(f"     {example['prompt']} -> {example['generated']!r} (answer {example['answer']!r})")
 
     model_dir = Path(result["model_dir"])
+    history = [json.loads(line) for line in (model_dir / TRAINING_LOG_FILE).read_text().splitlines()]
+    story = learning_story(probe_records(history))
+    if story:
+        print("   how it learned (learning_curves.png):")
+        for line in story:
+            print(f"     {line}")
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     print(f"4. Saved to {model_dir}; reloaded with AutoModelForCausalLM.from_pretrained -> {type(model).__name__}:")
@@ -76,6 +88,32 @@ def run_demo(args: DemoArguments) -> dict:
         print(f"     {prompt} | {text.split('.')[0].strip()}.")
     print(
         f"\nDone in {time.perf_counter() - started:.0f} s. Artifacts: {model_dir.resolve()} (model, tokenizer, "
-        f"training_summary.json, loss_curve.png), logs in {Path(args.output_dir).resolve() / 'logs'}."
+        f"training_summary.json, loss_curve.png, learning_curves.png), logs in "
+        f"{Path(args.output_dir).resolve() / 'logs'}."
     )
-    return {**result, "generations": dict(zip(PROMPTS, generations, strict=True))}
+    return {**result, "generations": dict(zip(PROMPTS, generations, strict=True)), "learning_story": story}
+
+
+def learning_story(records: list[dict], moments: int = 4) -> list[str]:
+    """A line per chosen probe record (the first, the last and evenly spaced ones between): what the model could do."""
+    if not records:
+        return []
+    picks = sorted({round(i * (len(records) - 1) / (moments - 1)) for i in range(moments)})
+    lines = []
+    for record in (records[i] for i in picks):
+        parts = []
+        if "analogy_rank_queen" in record:
+            parts.append(f"king - man + woman -> queen at rank {record['analogy_rank_queen']:.0f}")
+        if "heldout_exact_match" in record:
+            parts.append(f"arithmetic: held-out {record['heldout_exact_match']:.0%} vs trained "
+                         f"{record['trained_exact_match']:.0%}")  # fmt: skip
+        if "validation_bits_per_byte" in record:
+            parts.append(f"{record['validation_bits_per_byte']:.3f} bits per byte")
+        lines.append(f"step {record['step']:>4}: " + "; ".join(parts))
+    last = records[-1]
+    lines.append(
+        f"a batch of {last['batch_distinct_tokens']:.0f} distinct tokens gives {last['rows_with_input_gradient']:.0f} "
+        f"of {last['vocab_size']:.0f} embedding rows an input-side gradient (the tied head reaches all "
+        f"{last['rows_with_gradient']:.0f}); AdamW's momentum moves {last['rows_changed_by_adamw']:.0f}"
+    )
+    return lines

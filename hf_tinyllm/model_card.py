@@ -11,14 +11,25 @@ from transformers import AutoConfig, PretrainedConfig
 TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "tinyllm.md"
 SUMMARY_FILE = "training_summary.json"
 LOSS_CURVE_FILE = "loss_curve.png"
+LEARNING_CURVES_FILE = "learning_curves.png"
 TRAINING_LOG_FILE = "training_log.jsonl"
-TRAINING_RECORDS = (SUMMARY_FILE, LOSS_CURVE_FILE, TRAINING_LOG_FILE)  # travel with the weights to the Hub
+# They travel with the weights to the Hub.
+TRAINING_RECORDS = (SUMMARY_FILE, LOSS_CURVE_FILE, LEARNING_CURVES_FILE, TRAINING_LOG_FILE)
 TRANSFORMERS_REQUIREMENT = ">=5.23,<6"
 LIMITATIONS = (
     "A model of this size knows only what its training corpus contains. Trained on TinyWorld (synthetic stories, "
     "arithmetic in words, capitals, sayings), it writes that world's sentences and nothing else; it has no knowledge "
     "of the real world beyond the facts listed there, makes arithmetic mistakes on problems it has not learned, and "
     "should not be used for any decision. It is meant for learning how language models train and for experiments."
+)
+
+LEARNING_CURVES_TEXT = (
+    "### How it learned\n\n"
+    "Recorded during training by the learning probes (`--probe_steps`): exact match on arithmetic problems seen in "
+    "training against held-out ones (memorisation vs generalisation), the rank of *queen* for *king - man + woman* "
+    "and the parallelism of gender pairs (geometry emerging from next-token prediction), the embedding rows a batch "
+    "and AdamW update, each stage's share of the gradient, and validation bits per byte against the corpus's "
+    "entropy floor.\n\n![Learning curves]({file})"
 )
 
 
@@ -68,6 +79,7 @@ def build_model_card(
     dataset_name: str = "TinyWorld",
     language: str = "en",
     has_loss_curve: bool = False,
+    has_learning_curves: bool = False,
     llama: bool = False,
 ) -> ModelCard:
     """A rendered `ModelCard` for a model with `config` pushed to `repo_id`; `summary` is a run's
@@ -138,6 +150,7 @@ def build_model_card(
         training_section=training,
         evaluation_section=evaluation,
         loss_curve=f"![Training loss and validation bits per byte]({LOSS_CURVE_FILE})" if has_loss_curve else "",
+        learning_curves=LEARNING_CURVES_TEXT.format(file=LEARNING_CURVES_FILE) if has_learning_curves else "",
         transformers_requirement=TRANSFORMERS_REQUIREMENT,
         limitations=LIMITATIONS,
         llama=llama,
@@ -151,13 +164,15 @@ def write_model_card(folder: str | Path, repo_id: str, llama: bool = False, **ca
     config = AutoConfig.from_pretrained(folder)
     summary_file = folder / SUMMARY_FILE
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
-    card = build_model_card(config, repo_id, summary, has_loss_curve=(folder / LOSS_CURVE_FILE).exists(), llama=llama,
+    card = build_model_card(config, repo_id, summary, has_loss_curve=(folder / LOSS_CURVE_FILE).exists(),
+                            has_learning_curves=(folder / LEARNING_CURVES_FILE).exists(), llama=llama,
                             **card_options)  # fmt: skip
     card.save(folder / "README.md")
     return folder / "README.md"
 
 
 __all__ = [
+    "LEARNING_CURVES_FILE",
     "LOSS_CURVE_FILE",
     "SUMMARY_FILE",
     "TRAINING_LOG_FILE",

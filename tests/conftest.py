@@ -125,15 +125,16 @@ def tokenizer_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def trained_tiny_dir(tmp_path_factory, tokenizer_dir) -> Path:
-    """A debug-size TinyLLM trained for 150 AdamW steps on TinyWorld with the 300-token tokenizer, saved with it:
-    the model the insight and explain tests look into."""
+def trained_tiny_dir(tmp_path_factory) -> Path:
+    """A debug-size TinyLLM trained for 150 AdamW steps on 2000 TinyWorld documents, saved with its 512-token
+    tokenizer (large enough that king, queen, man, woman ... are single tokens): the model the insight, explain and
+    probe tests look into."""
     from hf_tinyllm.data.packing import pack_dataset, tokenize_dataset
     from hf_tinyllm.presets import build_model
-    from hf_tinyllm.tokenization import load_tokenizer, model_overrides_for
+    from hf_tinyllm.tokenization import model_overrides_for
 
-    tokenizer = load_tokenizer(tokenizer_dir)
-    world = tinyworld_dataset(TinyWorldConfig(num_train_documents=600, num_validation_documents=20))
+    world = tinyworld_dataset(TinyWorldConfig(num_train_documents=2000, num_validation_documents=20))
+    tokenizer = train_tokenizer(world["train"], vocab_size=512)
     blocks = pack_dataset(tokenize_dataset(world["train"], tokenizer), 64, document_positions=True,
                           bos_token_id=tokenizer.bos_token_id)  # fmt: skip
     ids, positions = torch.tensor(blocks["input_ids"]), torch.tensor(blocks["position_ids"])

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, HfArgumentParser, TrainingArgumen
 
 from hf_tinyllm.data.packing import DataCollatorForCausalLM
 from hf_tinyllm.evaluation import packed_loss_breakdown, score_documents
-from hf_tinyllm.training import DataArguments, ModelArguments
+from hf_tinyllm.training import DataArguments, ModelArguments, ProbeArguments
 from hf_tinyllm.training.data import prepare_training_data
 from hf_tinyllm.training.trainer import LoraArguments, run_trainer, token_byte_lengths
 
@@ -23,7 +23,7 @@ def trainer_run(output_dir, tokenizer_dir, *extra: str) -> dict:
         "--save_steps", "3", "--logging_steps", "1", "--report_to", "none", "--use_cpu", "--seed", "0",
         "--disable_tqdm", "true", "--output_dir", str(output_dir), *extra,
     ]  # fmt: skip
-    parser = HfArgumentParser((ModelArguments, DataArguments, LoraArguments, TrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, LoraArguments, TrainingArguments, ProbeArguments))
     return run_trainer(*parser.parse_args_into_dataclasses(args=argv))
 
 

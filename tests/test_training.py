@@ -152,11 +152,11 @@ def test_non_finite_loss_stops_with_the_step_named_and_keeps_the_last_good_check
 def test_yaml_config_with_flag_overrides(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("preset: micro\nmax_steps: 123\nlearning_rate: 0.001\noutput_dir: out/x\n")
-    model, _data, optim, run_args = parse_train_arguments(["--config", str(config), "--max_steps", "7"])
+    model, _data, optim, run_args, _probe = parse_train_arguments(["--config", str(config), "--max_steps", "7"])
     assert (model.preset, optim.max_steps, optim.learning_rate, run_args.output_dir) == ("micro", 7, 0.001, "out/x")
-    model, _, optim, _ = parse_train_arguments([str(config)])
+    model, _, optim, _, _ = parse_train_arguments([str(config)])
     assert (model.preset, optim.max_steps) == ("micro", 123)
-    model, _, optim, _ = parse_train_arguments([str(config), "--preset", "nano"])
+    model, _, optim, _, _ = parse_train_arguments([str(config), "--preset", "nano"])
     assert (model.preset, optim.max_steps) == ("nano", 123)
     (tmp_path / "bad.yaml").write_text("max_stpes: 3\n")
     with pytest.raises(ValueError, match=r"unknown fields \['max_stpes'\]"):

@@ -451,6 +451,21 @@ class TinyWorld:
     def heldout_problems(self) -> list[ArithmeticProblem]:
         return list(self._heldout)
 
+    def trained_problems(self, count: int | None = None, seed: int = 0) -> list[ArithmeticProblem]:
+        """Arithmetic problems whose sentence occurs in the training documents (what a model can have memorised),
+        in a fixed order; a seeded sample of `count` of them when given. The counterpart of `heldout_problems`."""
+        sentences = {part.strip() for doc in self.documents("train") if doc.family == "arithmetic"
+                     for part in doc.text.split(".")}  # fmt: skip
+        problems = []
+        for op, pairs in self.problems.items():
+            for a, b in pairs:
+                prompt, answer = _arithmetic_prompt(op, a, b), number_to_words(_apply(op, a, b))
+                if f"{prompt} {answer}" in sentences:
+                    problems.append(ArithmeticProblem(op, a, b, prompt, answer, f"{prompt} {answer}."))
+        if count is not None and count < len(problems):
+            problems = sorted(random.Random(f"tinyworld-trained:{seed}").sample(problems, count), key=problems.index)
+        return problems
+
     # -- exact information content ------------------------------------------------------------------------------
 
     def sentence_stats(self, family: str, state: str | None, first: bool) -> tuple[float, float, int]:

@@ -1,6 +1,13 @@
 """Training: the Accelerate loop (`train`), its arguments, optimizers, checkpoints and final artifacts."""
 
-from .arguments import DataArguments, ModelArguments, OptimArguments, RunArguments, parse_train_arguments
+from .arguments import (
+    DataArguments,
+    ModelArguments,
+    OptimArguments,
+    ProbeArguments,
+    RunArguments,
+    parse_train_arguments,
+)
 from .loop import NonFiniteLossError, train
 
 __all__ = [
@@ -8,6 +15,7 @@ __all__ = [
     "ModelArguments",
     "NonFiniteLossError",
     "OptimArguments",
+    "ProbeArguments",
     "RunArguments",
     "parse_train_arguments",
     "train",

@@ -93,8 +93,23 @@ class RunArguments:
     )
 
 
-TrainArguments = tuple[ModelArguments, DataArguments, OptimArguments, RunArguments]
-ARGUMENT_CLASSES = (ModelArguments, DataArguments, OptimArguments, RunArguments)
+@dataclass
+class ProbeArguments:
+    probe_steps: int = field(
+        default=0,
+        metadata={"help": "Every N steps record the learning probes (memorisation vs generalisation, geometry, "
+                  "sparsity, blame, validation bits per byte); 0: off."},
+    )  # fmt: skip
+    probe_documents: int = field(default=100, metadata={"help": "Validation documents per probe."})
+    probe_batch_size: int = field(default=8, metadata={"help": "Training blocks in the probe's fixed batch."})
+    probe_problems: int = field(
+        default=0,
+        metadata={"help": "Held-out and as many trained arithmetic problems per probe (a seeded sample); 0: all."},
+    )
+
+
+TrainArguments = tuple[ModelArguments, DataArguments, OptimArguments, RunArguments, ProbeArguments]
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, OptimArguments, RunArguments, ProbeArguments)
 
 
 def parse_train_arguments(argv: list[str] | None = None) -> TrainArguments:

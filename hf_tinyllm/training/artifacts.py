@@ -7,7 +7,8 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from ..atomic import atomic_directory
-from ..model_card import LOSS_CURVE_FILE, SUMMARY_FILE, TRAINING_LOG_FILE
+from ..insight.learning import plot_learning_curves, probe_records
+from ..model_card import LEARNING_CURVES_FILE, LOSS_CURVE_FILE, SUMMARY_FILE, TRAINING_LOG_FILE
 from ..tokenization import write_tokenizer_files
 
 
@@ -26,18 +27,18 @@ def save_final_model(
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
         (tmp / TRAINING_LOG_FILE).write_text("".join(json.dumps(r) + "\n" for r in history))
         plot_loss_curve(history, tmp / LOSS_CURVE_FILE, floor_bits_per_byte)
+        if probe_records(history):
+            plot_learning_curves(history, tmp / LEARNING_CURVES_FILE, floor_bits_per_byte)
     return path
 
 
-def plot_loss_curve(history: list[dict], path: Path, floor_bits_per_byte: float | None = None) -> Path | None:
+def plot_loss_curve(history: list[dict], path: Path, floor_bits_per_byte: float | None = None) -> Path:
     """Training loss per step and, where evaluated, validation bits per byte against the entropy floor."""
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # the `plots` extra is not installed
-        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     train = [(r["step"], r["loss"]) for r in history if "loss" in r]
     evals = [(r["step"], r["eval/bits_per_byte"]) for r in history if "eval/bits_per_byte" in r]
     fig, (ax_loss, ax_bpb) = plt.subplots(1, 2, figsize=(10, 4))

@@ -4,7 +4,7 @@
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from datasets import Dataset
@@ -26,6 +26,7 @@ class TrainingData:
     validation_documents: Dataset
     heldout_arithmetic: Dataset | None = None
     floor_bits_per_byte: float | None = None
+    trained_arithmetic: Dataset | None = None  # as many problems seen in training as are held out (probes)
 
     def evaluate(self, model: PreTrainedModel, max_documents: int) -> dict:
         """`evaluate_model` on the validation documents, with the held-out arithmetic and floor when there are."""
@@ -43,12 +44,14 @@ def tinyworld_config(args: DataArguments) -> TinyWorldConfig:
     return config
 
 
-def _documents(args: DataArguments, seed: int) -> tuple[Dataset, Dataset, Dataset | None, float | None]:
+def _documents(args: DataArguments, seed: int) -> tuple[Dataset, Dataset, Dataset | None, float | None, Dataset | None]:
     if args.dataset == "tinyworld":
         config = tinyworld_config(args)
-        world = tinyworld_dataset(config)
-        floor = TinyWorld(config).floor_bits_per_byte()
-        return world["train"], world["validation"], world["heldout_arithmetic"], floor
+        world, generator = tinyworld_dataset(config), TinyWorld(config)
+        heldout = world["heldout_arithmetic"]
+        trained = [asdict(p) for p in generator.trained_problems(len(heldout), seed=seed)]
+        trained = Dataset.from_list(trained) if trained else None
+        return world["train"], world["validation"], heldout, generator.floor_bits_per_byte(), trained
     train = load_text_dataset(args.dataset, text_column=args.text_column, split="train")
     try:
         validation = load_text_dataset(args.dataset, text_column=args.text_column, split="validation")
@@ -58,7 +61,7 @@ def _documents(args: DataArguments, seed: int) -> tuple[Dataset, Dataset, Datase
     if args.text_column != "text":
         train = train.rename_column(args.text_column, "text")
         validation = validation.rename_column(args.text_column, "text")
-    return train, validation, None, None
+    return train, validation, None, None, None
 
 
 def prepare_training_data(
@@ -67,7 +70,7 @@ def prepare_training_data(
     """Load (or train, on the main process first, and save under `output_dir/tokenizer`) the tokenizer, then tokenise
     and pack. Every process ends with the same blocks; the dataloader shards them. `main_process_first` is
     `accelerator.main_process_first` or `TrainingArguments.main_process_first`."""
-    train, validation, heldout, floor = _documents(args, seed)
+    train, validation, heldout, floor, trained = _documents(args, seed)
     tokenizer_dir = output_dir / "tokenizer"
     with main_process_first():
         if args.tokenizer is not None:
@@ -83,7 +86,7 @@ def prepare_training_data(
         return pack_dataset(tokens, args.block_size, document_positions=args.document_positions,
                             bos_token_id=tokenizer.bos_token_id)  # fmt: skip
 
-    return TrainingData(tokenizer, blocks(train), blocks(validation), validation, heldout, floor)
+    return TrainingData(tokenizer, blocks(train), blocks(validation), validation, heldout, floor, trained)
 
 
 __all__ = ["TrainingData", "prepare_training_data", "tinyworld_config"]

@@ -22,12 +22,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.packing import DataCollatorForCausalLM, check_block_size
-from .arguments import DataArguments, ModelArguments, OptimArguments, RunArguments
+from .arguments import DataArguments, ModelArguments, OptimArguments, ProbeArguments, RunArguments
 from .artifacts import save_final_model
 from .checkpoint import TrainingProgress, resolve_checkpoint, save_checkpoint
 from .data import prepare_training_data
 from .model import build_training_model
 from .optim import build_optimizers, build_schedulers
+from .probes import build_probe, embedding_optimizer
 from .throughput import matmul_parameters, matmul_peak_flops, training_flops_per_token
 
 
@@ -105,7 +106,11 @@ def _batches(accelerator: Accelerator, dataloader, progress: TrainingProgress):
 
 
 def train(
-    model_args: ModelArguments, data_args: DataArguments, optim_args: OptimArguments, run_args: RunArguments
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    optim_args: OptimArguments,
+    run_args: RunArguments,
+    probe_args: ProbeArguments | None = None,
 ) -> dict:
     output_dir = Path(run_args.output_dir)
     accelerator = Accelerator(
@@ -123,6 +128,8 @@ def train(
 
     data = prepare_training_data(data_args, accelerator.main_process_first, output_dir, run_args.seed)
     tokenizer = data.tokenizer
+    probe_args = probe_args or ProbeArguments()
+    probe = build_probe(data, probe_args)
     model = build_training_model(model_args, tokenizer)
     check_block_size(data_args.block_size, model.config)
     if run_args.gradient_checkpointing:
@@ -182,6 +189,17 @@ def train(
     def checkpoint() -> Path:
         return save_checkpoint(accelerator, output_dir, progress.step, run_args.save_total_limit)
 
+    def record_probe() -> None:
+        record = (
+            probe.measure(unwrapped, embedding_optimizer(optimizers, unwrapped)) if accelerator.is_main_process else {}
+        )
+        accelerator.wait_for_everyone()
+        if record:
+            accelerator.log(record, step=progress.step)
+            history.append({"step": progress.step, **record})
+
+    if probe is not None and progress.step == 0:
+        record_probe()  # the untrained model: where every learning curve starts
     model.train()
     with StopSignal() as stop:
         while progress.step < stop_at:
@@ -244,6 +262,8 @@ def train(
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['learning_rate']:.1e}",
                                 tok_s=f"{tokens_per_s:.0f}", mfu=f"{record['mfu']:.1%}")  # fmt: skip
                 window_start, window_tokens = time.perf_counter(), 0
+            if probe is not None and progress.step % probe_args.probe_steps == 0:
+                record_probe()
             if run_args.eval_steps and progress.step % run_args.eval_steps == 0 and progress.step < stop_at:
                 last_eval = evaluate_now()
                 _log_eval(accelerator, last_eval, progress.step, history)

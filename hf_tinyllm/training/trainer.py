@@ -12,13 +12,15 @@ import torch
 from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from ..data.packing import DataCollatorForCausalLM, check_block_size
+from ..insight.learning import plot_learning_curves, probe_records
 from ..metrics import load_metric
-from ..model_card import SUMMARY_FILE, write_model_card
+from ..model_card import LEARNING_CURVES_FILE, SUMMARY_FILE, TRAINING_LOG_FILE, write_model_card
 from ..tokenization import write_tokenizer_files
-from .arguments import DataArguments, ModelArguments
+from .arguments import DataArguments, ModelArguments, ProbeArguments
 from .artifacts import plot_loss_curve
 from .data import prepare_training_data
 from .model import build_training_model
+from .probes import ProbeCallback, build_probe
 
 
 @dataclass
@@ -90,12 +92,15 @@ class TinyLLMTrainer(Trainer):
 
 
 def _write_training_summary(trainer: Trainer, metrics: dict, data_args: DataArguments, floor: float | None) -> None:
-    """training_summary.json and loss_curve.png beside the model, as the Accelerate loop writes them."""
+    """training_summary.json, training_log.jsonl, loss_curve.png (and learning_curves.png with probes) beside the
+    model, as the Accelerate loop writes them."""
     output_dir = Path(trainer.args.output_dir)
     history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
     history += [{"step": h["step"], "eval/bits_per_byte": h["eval_bits_per_byte"]}
                 for h in trainer.state.log_history if "eval_bits_per_byte" in h]  # fmt: skip
     plot_loss_curve(sorted(history, key=lambda h: h["step"]), output_dir / "loss_curve.png", floor)
+    if probe_records(trainer.state.log_history):
+        plot_learning_curves(trainer.state.log_history, output_dir / LEARNING_CURVES_FILE, floor)
     args = trainer.args
     batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     summary = {
@@ -124,13 +129,19 @@ def _write_training_summary(trainer: Trainer, metrics: dict, data_args: DataArgu
         },
     }
     (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (output_dir / TRAINING_LOG_FILE).write_text("".join(json.dumps(r) + "\n" for r in trainer.state.log_history))
 
 
 def run_trainer(
-    model_args: ModelArguments, data_args: DataArguments, lora_args: LoraArguments, training_args: TrainingArguments
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    lora_args: LoraArguments,
+    training_args: TrainingArguments,
+    probe_args: ProbeArguments | None = None,
 ) -> dict:
     """Train (or fine-tune with `model_args.init_from`, optionally with LoRA) through the Trainer; save the model and
-    tokenizer to `training_args.output_dir`; return the final evaluation, TinyWorld floor and arithmetic included."""
+    tokenizer to `training_args.output_dir`; return the final evaluation, TinyWorld floor and arithmetic included.
+    With `probe_args.probe_steps`, the learning probes are recorded into the Trainer's log (and trackers)."""
     output_dir = Path(training_args.output_dir)
     data = prepare_training_data(data_args, training_args.main_process_first, output_dir, training_args.seed)
     model = build_training_model(model_args, data.tokenizer)
@@ -153,6 +164,10 @@ def run_trainer(
         compute_metrics=CausalLMMetrics(data.tokenizer),
         preprocess_logits_for_metrics=keep_argmax_and_nll,
     )
+    probe_args = probe_args or ProbeArguments()
+    probe = build_probe(data, probe_args)
+    if probe is not None:
+        trainer.add_callback(ProbeCallback(probe, probe_args.probe_steps, trainer.log))
     resume = training_args.resume_from_checkpoint
     train_output = trainer.train(resume_from_checkpoint=True if resume == "latest" else resume)
     metrics = trainer.evaluate()  # as trained (use_cache off): the final figures never depend on the saved flag

@@ -1,0 +1,77 @@
+"""The learning probes (`insight.learning.LearningProbe`) plugged into training: built once from a run's data, called
+by the Accelerate loop after an optimizer step, and by the Trainer through `ProbeCallback`. Both call the same
+`measure`, so a model gives the same numbers under either."""
+
+from collections.abc import Callable
+
+import torch
+from datasets import Dataset
+from transformers import PreTrainedModel, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from ..insight.learning import LearningProbe
+from .arguments import ProbeArguments
+from .data import TrainingData
+
+
+def build_probe(data: TrainingData, args: ProbeArguments) -> LearningProbe | None:
+    """The run's probe (None when `probe_steps` is 0): its fixed batch is the first `probe_batch_size` training
+    blocks; arithmetic and the floor come with TinyWorld."""
+    if args.probe_steps <= 0:
+        return None
+    if args.probe_batch_size < 1 or args.probe_documents < 1:
+        raise ValueError(
+            f"probe_batch_size={args.probe_batch_size} and probe_documents={args.probe_documents} must be at least 1."
+        )
+    count = min(args.probe_batch_size, len(data.train_blocks))
+    documents = data.validation_documents.select(range(min(args.probe_documents, len(data.validation_documents))))
+    return LearningProbe(
+        tokenizer=data.tokenizer,
+        probe_batch=torch.tensor(data.train_blocks[:count]["input_ids"]),
+        trained_problems=_sample(data.trained_arithmetic, args.probe_problems),
+        heldout_problems=_sample(data.heldout_arithmetic, args.probe_problems),
+        validation_documents=list(documents),
+        floor_bits_per_byte=data.floor_bits_per_byte,
+    )
+
+
+def _sample(problems: Dataset | None, count: int) -> list[dict] | None:
+    if problems is None:
+        return None
+    if 0 < count < len(problems):
+        problems = problems.shuffle(seed=0).select(range(count))
+    return list(problems)
+
+
+def embedding_optimizer(optimizers: list, model: PreTrainedModel) -> torch.optim.Optimizer | None:
+    """The (unwrapped) optimizer that updates the input embedding, whose state the sparsity probe replays."""
+    weight = model.get_input_embeddings().weight
+    for optimizer in optimizers:
+        optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps it
+        if any(p is weight for group in optimizer.param_groups for p in group["params"]):
+            return optimizer
+    return None
+
+
+class ProbeCallback(TrainerCallback):
+    """Records the probe every `every` optimizer steps under the Trainer, through `log` (the Trainer's own `log`, so
+    the numbers reach `log_history` and every `report_to` tracker)."""
+
+    def __init__(self, probe: LearningProbe, every: int, log: Callable[[dict], None]) -> None:
+        self.probe, self.every, self.log = probe, every, log
+
+    def on_step_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: PreTrainedModel | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        **kwargs,
+    ) -> None:
+        if state.global_step % self.every or not state.is_world_process_zero:
+            return
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+        self.log(self.probe.measure(base, embedding_optimizer([optimizer], base) if optimizer else None))
+
+
+__all__ = ["ProbeCallback", "build_probe", "embedding_optimizer"]
