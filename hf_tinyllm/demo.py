@@ -13,7 +13,7 @@ from transformers.utils import logging as hf_logging
 
 from .data.tinyworld import TinyWorld
 from .insight.learning import probe_records
-from .model_card import TRAINING_LOG_FILE
+from .model_card import TRAINING_LOG_FILE, TRAINING_RECORDS
 from .training import parse_train_arguments, train
 from .training.data import tinyworld_config
 
@@ -26,6 +26,9 @@ class DemoArguments:
     output_dir: str = field(default="outputs/demo", metadata={"help": "Where the run and the model are written."})
     max_steps: int | None = field(default=None, metadata={"help": "Override the recipe's training steps."})
     preset: str | None = field(default=None, metadata={"help": "Override the recipe's model size."})
+    probe_steps: int | None = field(
+        default=None, metadata={"help": "Override the recipe's learning-probe interval; 0 turns the probes off."}
+    )
     recipe: str = field(default=str(RECIPE), metadata={"help": "YAML recipe for scripts/train.py."})
 
 
@@ -39,6 +42,8 @@ def run_demo(args: DemoArguments) -> dict:
                       "--probe_steps", str(max(1, args.max_steps // 8))]  # fmt: skip
     if args.preset is not None:
         overrides += ["--preset", args.preset]
+    if args.probe_steps is not None:
+        overrides += ["--probe_steps", str(args.probe_steps)]
     model_args, data_args, optim_args, run_args, probe_args = parse_train_arguments(
         ["--config", args.recipe, *overrides]
     )
@@ -88,7 +93,7 @@ def run_demo(args: DemoArguments) -> dict:
         print(f"     {prompt} | {text.split('.')[0].strip()}.")
     print(
         f"\nDone in {time.perf_counter() - started:.0f} s. Artifacts: {model_dir.resolve()} (model, tokenizer, "
-        f"training_summary.json, loss_curve.png, learning_curves.png), logs in "
+        f"{', '.join(name for name in TRAINING_RECORDS if (model_dir / name).exists())}), logs in "
         f"{Path(args.output_dir).resolve() / 'logs'}."
     )
     return {**result, "generations": dict(zip(PROMPTS, generations, strict=True)), "learning_story": story}
@@ -111,6 +116,7 @@ def learning_story(records: list[dict], moments: int = 4) -> list[str]:
             parts.append(f"{record['validation_bits_per_byte']:.3f} bits per byte")
         lines.append(f"step {record['step']:>4}: " + "; ".join(parts))
     last = records[-1]
+    lines.append(f"the {len(records)} probes took {sum(r['seconds'] for r in records):.1f} s of the run")
     lines.append(
         f"a batch of {last['batch_distinct_tokens']:.0f} distinct tokens gives {last['rows_with_input_gradient']:.0f} "
         f"of {last['vocab_size']:.0f} embedding rows an input-side gradient (the tied head reaches all "

@@ -18,6 +18,7 @@ Accelerate loop and the Trainer. Measurements a model or corpus cannot support (
 arithmetic) are left out of the record rather than guessed.
 """
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,7 @@ class LearningProbe:
 
     def measure(self, model: PreTrainedModel, optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
         """The probe's numbers for `model` now (keys prefixed `probe/`); weights and mode are left as found."""
+        started = time.perf_counter()
         record: dict[str, float] = {}
         with eval_mode(model):
             self._memorisation(model, record)
@@ -59,6 +61,7 @@ class LearningProbe:
                 record["validation_bits_per_byte"] = metrics["bits_per_byte"]
                 if "gap_to_floor" in metrics:
                     record["gap_to_floor"] = metrics["gap_to_floor"]
+        record["seconds"] = time.perf_counter() - started  # what the probe costs the run
         return {PREFIX + key: float(value) for key, value in record.items()}
 
     def _memorisation(self, model: PreTrainedModel, record: dict) -> None:
@@ -114,6 +117,7 @@ def plot_learning_curves(history: list[dict], path: str | Path, floor_bits_per_b
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
     records = probe_records(history)
     if not records:
@@ -137,8 +141,12 @@ def plot_learning_curves(history: list[dict], path: str | Path, floor_bits_per_b
     rank_key = next((k for k in records[-1] if k.startswith("analogy_rank_")), None)
     if rank_key is not None:
         a, b, c, expected = DEFAULT_ANALOGY
-        ax.plot(steps, series(rank_key), marker="o", color="C2")
+        ranks = series(rank_key)
+        ax.plot(steps, ranks, marker="o", color="C2")
         ax.set_yscale("log")
+        ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000) if t <= 2 * max(ranks)]
+        ax.set_yticks(ticks, labels=[str(t) for t in ticks])
+        ax.minorticks_off()
         ax.invert_yaxis()
         ax.set(title=f"{a} - {b} + {c}: rank of {expected}", ylabel="rank (1 = nearest)")
     else:
@@ -179,7 +187,10 @@ def plot_learning_curves(history: list[dict], path: str | Path, floor_bits_per_b
         ax.plot(steps, series("validation_bits_per_byte"), marker="o", label="validation")
     if floor_bits_per_byte is not None:
         ax.axhline(floor_bits_per_byte, color="k", linestyle="--", label="entropy floor (exact)")
-    ax.set(title="validation bits per byte", xlabel="step")
+    ax.set(title="validation bits per byte (log scale)", xlabel="step")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     path = Path(path)
