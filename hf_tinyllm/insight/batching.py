@@ -28,6 +28,7 @@ from transformers import (
 
 from ..training.arguments import OptimArguments
 from ..training.optim import build_optimizers
+from .figures import pyplot, save_figure
 from .model_parts import InsightError
 
 LR_SCALINGS = ("sqrt", "none", "linear")
@@ -270,13 +271,8 @@ def tinyworld_blocks(
 def plot_batching(result: BatchingResult, path: str | Path) -> Path:
     """Two panels: loss against tokens (training loss thin, validation loss as markers and line) and loss against
     steps (log axis); one colour per batch size."""
-    import matplotlib
+    plt = pyplot()
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, (by_tokens, by_steps) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
     colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.75, len(result.runs)))
     for run, colour in zip(result.runs, colours, strict=True):
@@ -299,10 +295,7 @@ def plot_batching(result: BatchingResult, path: str | Path) -> Path:
     by_steps.set_xscale("log")
     by_steps.set_xlabel("optimizer steps (log)")
     by_steps.set_title(f"The same runs per step ({result.lr_scaling} lr scaling)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = [

@@ -25,6 +25,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.tinyworld import CAPITALS, NOUN_PAIRS, PRONOUNS, number_to_words
+from .figures import pyplot, save_figure
 from .model_parts import InsightError, find_parts, word_token_ids
 
 # (male, female) pairs that occur in the TinyWorld corpus: its noun pairs, then its pronouns (he/she, his/her).
@@ -306,12 +307,8 @@ def _place_labels(ax, xy: list[tuple[float, float]], labels: list[str], colors: 
 
 def plot_word_map(result: WordMap, path: str | Path) -> Path:
     """A scatter of the word map coloured by group, with word labels and grey arrows male -> female."""
-    import matplotlib
+    plt = pyplot()
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
     names = list(dict.fromkeys(result.groups))
     palette = plt.get_cmap("tab10")
     color_of = {group: palette(i % 10) for i, group in enumerate(names)}
@@ -339,9 +336,7 @@ def plot_word_map(result: WordMap, path: str | Path) -> Path:
     if any(label.endswith("*") for label in labels):
         fig.text(0.01, 0.01, "* several tokens: the mean of their embeddings", fontsize=7, color="dimgrey")
     _place_labels(ax, result.coords, labels, [color_of[g] for g in result.groups])
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, tight=False)  # laid out before the labels were placed
 
 
 __all__ = [

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .figures import pyplot, save_figure
 from .model_parts import DecoderParts, InsightError, check_ids, encode_prompt, eval_mode, find_parts
 
 INPUT_STAGE = "embeddings (input)"
@@ -216,12 +217,8 @@ def embedding_sparsity(
 
 def plot_blame(result: BlameResult, path: str | Path) -> Path:
     """A horizontal bar chart of each stage's share of the squared gradient norm, in forward order top to bottom."""
-    import matplotlib
+    plt = pyplot()
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
     colors = ["tab:purple" if s == INPUT_STAGE else "tab:blue" if "attention" in s else "tab:orange" if "MLP" in s
               else "tab:grey" for s in result.stages]  # fmt: skip
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.32 * len(result.stages)), dpi=100)
@@ -237,10 +234,7 @@ def plot_blame(result: BlameResult, path: str | Path) -> Path:
     tied = ", tied head" if result.tied else ""
     ax.set_title(f"Where the gradient of one example goes (loss {result.loss:.2f}{tied})", fontsize=10)
     ax.grid(axis="x", alpha=0.2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = ["BlameResult", "SparsityResult", "embedding_sparsity", "gradient_blame", "plot_blame"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .figures import pyplot, save_figure
 from .model_parts import encode_prompt, eval_mode, find_parts, token_text
 
 
@@ -126,10 +127,7 @@ def _label(token: str) -> str:
 def plot_logit_lens(result: LogitLensResult, path: str | Path) -> Path:
     """Heatmap of layers (rows, embeddings at the bottom) by prompt positions (columns): each cell names the layer's
     top next token there, coloured by its probability."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     probs = [[position[0] for position in layer] for layer in result.top_probabilities]  # (L + 1, T)
     n_layers, n_positions = len(probs), len(result.tokens)
@@ -153,20 +151,13 @@ def plot_logit_lens(result: LogitLensResult, path: str | Path) -> Path:
     ax.set_xlabel("input token (each cell: the top next token after it)", fontsize=9)
     ax.set_title("Logit lens: the prediction after each layer", fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).set_label("top-token probability", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_attention(result: AttentionResult, path: str | Path, layers: list[int] | None = None) -> Path:
     """A grid of attention maps, rows = layers (0-based indices in `layers`, default all), columns = heads; in each,
     row = query token, column = key token. Token labels on the first column and the last row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     layers = list(range(len(result.weights))) if layers is None else list(layers)
     n_heads, n_tokens = len(result.weights[0]), len(result.tokens)
@@ -188,11 +179,7 @@ def plot_attention(result: AttentionResult, path: str | Path, layers: list[int] 
                 ax.yaxis.set_label_position("right")
                 ax.set_ylabel(f"layer {layer + 1}", fontsize=8, rotation=270, labelpad=10)
     fig.suptitle("Attention weights (row = query token, column = key token; dark 0 to yellow 1)", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = [

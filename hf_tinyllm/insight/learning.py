@@ -26,6 +26,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..evaluation import arithmetic_exact_match, evaluate_model
+from .figures import pyplot, save_figure
 from .geometry import analogy, parallelism_score
 from .gradients import embedding_sparsity, gradient_blame
 from .model_parts import InsightError, eval_mode
@@ -113,10 +114,7 @@ def _missing(ax, text: str) -> None:
 def plot_learning_curves(history: list[dict], path: str | Path, floor_bits_per_byte: float | None = None) -> Path:
     """Six panels over training steps: memorisation vs generalisation, the analogy rank, the parallelism score,
     sparse updates, blame shares and validation bits per byte against the floor."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import ScalarFormatter
 
     records = probe_records(history)
@@ -192,11 +190,7 @@ def plot_learning_curves(history: list[dict], path: str | Path, floor_bits_per_b
     ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=70)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=70)
 
 
 __all__ = ["LearningProbe", "plot_learning_curves", "probe_records"]

@@ -19,6 +19,7 @@ from transformers.generation import (
     TopPLogitsWarper,
 )
 
+from .figures import pyplot, save_figure
 from .model_parts import InsightError, check_ids, encode_prompt, eval_mode, token_text, word_token_ids
 
 
@@ -238,10 +239,7 @@ def _strip_layout(tokens: list[str]) -> list[tuple[int, float, float, str]]:
 
 def plot_surprise(result: SurpriseResult, path: str | Path) -> Path:
     """The text as a strip of tokens (left to right, wrapping), each on a background coloured by its surprise."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
@@ -266,11 +264,7 @@ def plot_surprise(result: SurpriseResult, path: str | Path) -> Path:
     )
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.03, pad=0.01)
     bar.set_label("bits (-log2 p)", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = [

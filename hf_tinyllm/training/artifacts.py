@@ -7,6 +7,7 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from ..atomic import atomic_directory
+from ..insight.figures import pyplot, save_figure
 from ..insight.learning import plot_learning_curves, probe_records
 from ..model_card import LEARNING_CURVES_FILE, LOSS_CURVE_FILE, SUMMARY_FILE, TRAINING_LOG_FILE
 from ..tokenization import write_tokenizer_files
@@ -34,10 +35,7 @@ def save_final_model(
 
 def plot_loss_curve(history: list[dict], path: Path, floor_bits_per_byte: float | None = None) -> Path:
     """Training loss per step and, where evaluated, validation bits per byte against the entropy floor."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     train = [(r["step"], r["loss"]) for r in history if "loss" in r]
     evals = [(r["step"], r["eval/bits_per_byte"]) for r in history if "eval/bits_per_byte" in r]
@@ -53,10 +51,7 @@ def plot_loss_curve(history: list[dict], path: Path, floor_bits_per_byte: float 
     ax_bpb.set_xlabel("step")
     ax_bpb.set_ylabel("bits per byte")
     ax_bpb.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _plot_series(ax, points: list[tuple[int, float]], label: str, hint: str) -> None:
