@@ -48,6 +48,9 @@ def test_card_body_tells_a_person_what_they_need():
                      "| learning_rate | `0.003` |", "## Limitations"):  # fmt: skip
         assert expected in text, expected
     assert "fine-tuned version of" not in text
+    assert "How it learned" not in text  # no learning curves without probes
+    with_probes = build_model_card(tiny_model().config, "tester/tinyllm-demo", SUMMARY, has_learning_curves=True)
+    assert "### How it learned" in with_probes.text and "![Learning curves](learning_curves.png)" in with_probes.text
 
 
 def test_card_without_summary_and_for_a_llama_export():
