@@ -1,5 +1,5 @@
 """The `tinyllm` command: `tinyllm push FOLDER REPO_ID [...]`, `tinyllm demo`, `tinyllm train ...`,
-`tinyllm explain TOPIC MODEL [...]`."""
+`tinyllm explain TOPIC MODEL [...]`, `tinyllm studio [MODEL]`."""
 
 import argparse
 import sys
@@ -49,7 +49,28 @@ def _explain(argv: list[str]) -> None:
     explain_main(argv)
 
 
-COMMANDS = {"push": _push, "demo": _demo, "train": _train, "explain": _explain}
+def _studio(argv: list[str]) -> None:
+    from pathlib import Path
+
+    from .insight.model_parts import InsightError
+    from .studio import DEFAULT_MODEL, serve
+
+    parser = argparse.ArgumentParser(prog="tinyllm studio", description="An interactive page on a trained model.")
+    parser.add_argument("model", nargs="?", default=DEFAULT_MODEL if Path(DEFAULT_MODEL).is_dir() else None,
+                        help=f"A model folder or Hub id (default: {DEFAULT_MODEL} when it exists).")  # fmt: skip
+    parser.add_argument("--host", default="127.0.0.1", help="Address to bind (default: this machine only).")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true", help="Also open a public gradio.live link.")
+    args = parser.parse_args(argv)
+    if args.model is None:
+        sys.exit(f"error: no model given and {DEFAULT_MODEL} does not exist; run `make demo` or name a model folder.")
+    try:
+        serve(args.model, host=args.host, port=args.port, share=args.share)
+    except InsightError as err:
+        sys.exit(f"error: {err}")
+
+
+COMMANDS = {"push": _push, "demo": _demo, "train": _train, "explain": _explain, "studio": _studio}
 
 
 def main(argv: list[str] | None = None) -> None:

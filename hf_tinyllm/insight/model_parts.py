@@ -61,10 +61,16 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 def encode_prompt(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str) -> torch.Tensor:
     """(1, T) ids of `prompt` as the model saw documents in training (with the tokenizer's bos when it adds one),
-    on the model's device; an empty prompt or an id outside the model's vocabulary is an `InsightError`."""
+    on the model's device; an empty prompt, one longer than the model's context, or an id outside the model's
+    vocabulary is an `InsightError`."""
     if not prompt or not prompt.strip():
         raise InsightError("The prompt is empty; give some text, e.g. 'two plus three equals'.")
     ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    context = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+    if context is not None and ids.shape[1] > context:
+        raise InsightError(
+            f"The prompt is {ids.shape[1]} tokens, longer than the model's context of {context}; shorten it."
+        )
     check_ids(model, ids)
     return ids.to(model.device)
 

@@ -1,0 +1,140 @@
+"""The studio page: five tabs over one model, wired to `handlers.Studio`. Every event has an `api_name`, so the page
+is also an API (`gradio_client.Client(url).predict(..., api_name="/distribution")`)."""
+
+from pathlib import Path
+
+import gradio as gr
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .handlers import PROMPTS, Studio
+
+TITLE = "TinyLLM studio"
+
+
+def build_app(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, run_dir: str | Path | None = None
+) -> gr.Blocks:
+    """The page for `model` and `tokenizer`; "How it learned" reads the training records in `run_dir`."""
+    studio = Studio(model, tokenizer, run_dir)
+    num_layers = model.config.num_hidden_layers
+    num_heads = model.config.num_attention_heads
+    with gr.Blocks(title=TITLE) as app:
+        gr.Markdown(f"# {TITLE}\n`{getattr(model, 'name_or_path', '') or type(model).__name__}`: look inside the "
+                    "model, and at how it learned.")  # fmt: skip
+        with gr.Tab("Be the model", id="be"):
+            score = gr.State({"rounds": 0, "top": 0, "probability": 0.0})
+            prompt = gr.Textbox(label="Prompt", value=PROMPTS[0], elem_id="be-prompt")
+            status = gr.Markdown(elem_id="be-status")
+            candidates = gr.Radio(label="Your guess: which word comes next?", choices=[], elem_id="be-candidates")
+            with gr.Row():
+                typed = gr.Textbox(label="...or type a word", scale=3, elem_id="be-typed")
+                guess_typed = gr.Button("Guess this word", scale=1, elem_id="be-guess-typed")
+            verdict = gr.Markdown(elem_id="be-verdict")
+            with gr.Row():
+                next_button = gr.Button("Next: append the model's word", elem_id="be-next")
+                new_button = gr.Button("New TinyWorld prompt", elem_id="be-new")
+            with gr.Row():
+                temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="temperature", elem_id="be-temperature")
+                top_k = gr.Slider(0, 50, value=0, step=1, label="top-k (0: off)", elem_id="be-top-k")
+                top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p (1: off)", elem_id="be-top-p")
+            chart = gr.Plot(label="The model's next-token distribution (after your guess)", elem_id="be-chart")
+            distribution_status = gr.Markdown(elem_id="be-distribution-status")
+            with gr.Accordion("numbers", open=False):
+                guess_numbers = gr.JSON(label="guess")
+                distribution_numbers = gr.JSON(label="distribution")
+
+            sampling = [prompt, temperature, top_k, top_p]
+            reveal = [chart, distribution_status, distribution_numbers]
+
+            def round_for(text: str):
+                words, message, text = studio.new_round(text)
+                return gr.update(choices=words, value=None), message, text, "", None
+
+            round_outputs = [candidates, status, prompt, verdict, chart]
+            app.load(round_for, prompt, round_outputs, api_name="new_round")
+            new_button.click(lambda: round_for(""), None, round_outputs, api_name=False)
+            prompt.submit(round_for, prompt, round_outputs, api_name=False)
+            for source, word in ((candidates.input, candidates), (guess_typed.click, typed)):
+                source(studio.guess, [prompt, word, score], [verdict, score, guess_numbers], api_name=False).then(
+                    studio.distribution, sampling, reveal, api_name=False
+                )
+            gr.Button("guess", visible=False).click(studio.guess, [prompt, typed, score],
+                                                    [verdict, score, guess_numbers], api_name="guess")  # fmt: skip
+            for slider in (temperature, top_k, top_p):
+                slider.release(studio.distribution, sampling, reveal, api_name=False)
+            gr.Button("distribution", visible=False).click(studio.distribution, sampling, reveal,
+                                                           api_name="distribution")  # fmt: skip
+            next_button.click(studio.next_word, prompt, prompt, api_name="next_word").then(
+                round_for, prompt, round_outputs, api_name=False
+            )
+
+        with gr.Tab("Through the layers", id="layers"):
+            lens_prompt = gr.Textbox(label="Prompt", value=PROMPTS[0], elem_id="layers-prompt")
+            with gr.Row():
+                position = gr.Number(label="position (-1: the last)", value=-1, precision=0)
+                layer = gr.Slider(1, num_layers, value=1, step=1, label="attention: layer")
+                head = gr.Slider(1, num_heads, value=1, step=1, label="attention: head")
+            lens_button = gr.Button("Look through the layers", elem_id="layers-run")
+            lens_status = gr.Markdown(elem_id="layers-status")
+            lens_image = gr.Image(label="Logit lens: the top next token after each layer", type="filepath")
+            lens_table = gr.Dataframe(headers=["after", "KL to final (bits)", "top tokens"], label="At the position")
+            attention_plot = gr.Plot(label="Attention")
+            with gr.Accordion("numbers", open=False):
+                lens_numbers = gr.JSON()
+            lens_inputs = [lens_prompt, position, layer, head]
+            lens_outputs = [lens_image, lens_table, attention_plot, lens_status, lens_numbers]
+            lens_button.click(studio.layers, lens_inputs, lens_outputs, api_name="layers")
+            for control in (layer, head):
+                control.release(studio.layers, lens_inputs, lens_outputs, api_name=False)
+
+        with gr.Tab("Geometry", id="geometry"):
+            geometry_status = gr.Markdown(elem_id="geometry-status")
+            word_plot = gr.Plot(label="Word map")
+            with gr.Row():
+                a, b, c = (gr.Textbox(label=n, value=v) for n, v in (("a", "king"), ("- b", "man"), ("+ c", "woman")))
+                analogy_button = gr.Button("a - b + c ->", elem_id="geometry-analogy")
+            analogy_table = gr.Dataframe(headers=["rank", "word", "cosine"], label="Analogy: top 5")
+            with gr.Row():
+                clicked = gr.Dropdown(label="A word of the map (or type one)", choices=[], allow_custom_value=True)
+                neighbours_button = gr.Button("Nearest neighbours", elem_id="geometry-neighbours")
+            neighbours_table = gr.Dataframe(headers=["word", "cosine"], label="Nearest neighbours")
+            with gr.Accordion("numbers", open=False):
+                geometry_numbers = gr.JSON()
+
+            def show_map():
+                figure, words, message, numbers = studio.geometry_map()
+                return figure, gr.update(choices=words, value=words[0] if words else None), message, numbers
+
+            map_outputs = [word_plot, clicked, geometry_status, geometry_numbers]
+            app.load(show_map, None, map_outputs, api_name="word_map")
+            analogy_button.click(studio.analogy, [a, b, c], [analogy_table, geometry_status, geometry_numbers],
+                                 api_name="analogy")  # fmt: skip
+            neighbours_outputs = [neighbours_table, geometry_status, geometry_numbers]
+            neighbours_button.click(studio.neighbours, clicked, neighbours_outputs, api_name="neighbours")
+            clicked.select(studio.neighbours, clicked, neighbours_outputs, api_name=False)
+
+        with gr.Tab("How it learned", id="learning"):
+            learning_status = gr.Markdown(elem_id="learning-status")
+            with gr.Row():
+                loss_plot, memory_plot = gr.Plot(label="loss"), gr.Plot(label="memorisation vs generalisation")
+            with gr.Row():
+                geometry_plot, updates_plot = gr.Plot(label="geometry"), gr.Plot(label="blame")
+            app.load(studio.learning, None, [loss_plot, memory_plot, geometry_plot, updates_plot, learning_status],
+                     api_name="learning")  # fmt: skip
+
+        with gr.Tab("Generate", id="generate"):
+            generate_prompt = gr.Textbox(label="Prompt", value="the queen", elem_id="generate-prompt")
+            with gr.Row():
+                max_new_tokens = gr.Slider(1, 128, value=40, step=1, label="max new tokens")
+                sample = gr.Checkbox(label="sample (off: greedy)", value=True)
+                gen_temperature = gr.Slider(0.1, 2.0, value=0.8, step=0.05, label="temperature")
+                gen_top_k = gr.Slider(0, 50, value=0, step=1, label="top-k (0: off)")
+                gen_top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="top-p")
+            generate_button = gr.Button("Generate", elem_id="generate-run")
+            generated = gr.Textbox(label="Text", lines=4, elem_id="generate-output")
+            generate_button.click(studio.generate, [generate_prompt, max_new_tokens, gen_temperature, gen_top_k,
+                                                    gen_top_p, sample], generated, api_name="generate")  # fmt: skip
+    return app
+
+
+__all__ = ["TITLE", "build_app"]

@@ -1,0 +1,356 @@
+"""What each control of the studio page does, as plain Python over `hf_tinyllm.insight`: every handler calls an
+insight function and only lays its numbers out (plotly figures, tables, a line of Markdown, and the numbers as JSON
+for the API). A bad input (`InsightError`) becomes a readable status line, never an exception, so the server keeps
+serving. The Gradio wiring is in `app.py`."""
+
+import json
+import random
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from threading import Thread
+
+import plotly.graph_objects as go
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
+
+from ..explain import to_jsonable
+from ..insight.geometry import analogy, nearest_neighbours, word_map
+from ..insight.layers import attention_maps, logit_lens, plot_logit_lens
+from ..insight.model_parts import InsightError, encode_prompt
+from ..insight.next_token import next_token_distribution, rank_guess
+from ..model_card import SUMMARY_FILE, TRAINING_LOG_FILE
+
+PROMPTS = (
+    "two plus three equals",
+    "seven times six equals",
+    "twelve minus four equals",
+    "the capital of france is",
+    "the queen walked to the",
+    "the king",
+    "every cloud has a silver",
+)
+CANDIDATES = 6  # words offered per round: the model's top choices, shuffled
+TOP_K_SHOWN = 10
+
+
+def problem(err: Exception) -> str:
+    """A user error as the page shows it: one readable line."""
+    return f"**Problem:** {err}"
+
+
+def _word(token: str) -> str:
+    return token.strip() or repr(token)
+
+
+class Studio:
+    """The page's handlers for one model and tokenizer; `run_dir` holds the training records (the model folder by
+    default: `training_log.jsonl`, `training_summary.json`)."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, run_dir: str | Path | None = None):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.figures = Path(tempfile.mkdtemp(prefix="tinyllm-studio-"))
+
+    # -- 1. be the model ---------------------------------------------------------------------------------------
+
+    def new_round(self, prompt: str) -> tuple[list[str], str, str]:
+        """Candidate words for the next token of `prompt` (the model's top choices, shuffled), a status line and the
+        prompt. `prompt` empty: a TinyWorld prompt."""
+        prompt = prompt.strip() or random.choice(PROMPTS)
+        try:
+            result = next_token_distribution(self.model, self.tokenizer, prompt, k=CANDIDATES)
+        except InsightError as err:
+            return [], problem(err), prompt
+        words = [_word(t) for t in result.model.tokens]
+        random.Random(prompt).shuffle(words)
+        return words, f"What comes after **{prompt}**? Click a word or type your own.", prompt
+
+    def distribution(
+        self, prompt: str, temperature: float, top_k: int, top_p: float
+    ) -> tuple[go.Figure | None, str, dict]:
+        """The model's top tokens after the sampling settings (top_k 0 and top_p 1 are off), as a bar chart."""
+        try:
+            result = next_token_distribution(
+                self.model,
+                self.tokenizer,
+                prompt,
+                k=TOP_K_SHOWN,
+                temperature=temperature,
+                top_k=int(top_k) or None,
+                top_p=top_p if top_p < 1 else None,
+            )
+        except InsightError as err:
+            return None, problem(err), {}
+        shown = result.sampling
+        figure = go.Figure(
+            go.Bar(
+                x=[100 * p for p in shown.probabilities][::-1],
+                y=[repr(t) for t in shown.tokens][::-1],
+                orientation="h",
+                marker_color="#3b75af",
+            )
+        )
+        figure.update_layout(
+            title=f"next token after '{prompt}' ({shown.entropy_bits:.2f} bits)",
+            height=360,
+            margin=dict(l=10, r=10, t=40, b=30),
+            xaxis_title="probability (%)",
+        )
+        status = (
+            f"entropy {result.model.entropy_bits:.2f} bits before sampling, {shown.entropy_bits:.2f} after; "
+            f"{shown.nonzero} of {result.vocab_size} tokens can be drawn"
+        )
+        return figure, status, to_jsonable(result)
+
+    def guess(self, prompt: str, word: str, score: dict | None) -> tuple[str, dict, dict]:
+        """Reveal the rank and probability of the user's guess; update the running score."""
+        score = dict(score or {"rounds": 0, "top": 0, "probability": 0.0})
+        try:
+            result = rank_guess(self.model, self.tokenizer, prompt, word or "")
+        except InsightError as err:
+            return problem(err), score, {}
+        score["rounds"] += 1
+        score["top"] += int(result.rank == 1)
+        score["probability"] += result.word_probability
+        verdict = (
+            "the model's top choice!"
+            if result.rank == 1
+            else f"the model preferred '{_word(result.top_token)}' ({result.top_probability:.0%})"
+        )
+        text = (
+            f"'{word}' ranks **{result.rank}** of {result.vocab_size} with **{result.word_probability:.1%}**: "
+            f"{verdict}  \nScore: {score['top']} of {score['rounds']} rounds matched the model; your guesses got "
+            f"{score['probability'] / score['rounds']:.0%} on average."
+        )
+        return text, score, to_jsonable(result)
+
+    def next_word(self, prompt: str) -> str:
+        """The prompt with the model's top next token appended."""
+        try:
+            result = next_token_distribution(self.model, self.tokenizer, prompt, k=1)
+        except InsightError:
+            return prompt
+        return prompt + result.model.tokens[0]
+
+    # -- 2. through the layers ---------------------------------------------------------------------------------
+
+    def layers(
+        self, prompt: str, position: int, layer: int, head: int
+    ) -> tuple[str | None, list, go.Figure | None, str, dict]:
+        """The logit-lens heatmap (PNG), the per-layer top tokens at `position` (-1: the last), one attention map."""
+        try:
+            lens = logit_lens(self.model, self.tokenizer, prompt)
+            attention = attention_maps(self.model, self.tokenizer, prompt)
+        except InsightError as err:
+            return None, [], None, problem(err), {}
+        positions = len(lens.tokens)
+        position = int(position) if 0 <= int(position) < positions else positions - 1
+        layer = min(max(int(layer), 1), len(attention.weights))
+        head = min(max(int(head), 1), len(attention.weights[0]))
+        image = str(plot_logit_lens(lens, self.figures / f"lens-{abs(hash(prompt))}.png"))
+        rows = [
+            [
+                name,
+                f"{lens.kl_bits[i][position]:.2f}",
+                ", ".join(
+                    f"{t!r} {100 * p:.1f}%"
+                    for t, p in zip(lens.top_tokens[i][position], lens.top_probabilities[i][position], strict=True)
+                ),
+            ]
+            for i, name in enumerate(lens.layer_names)
+        ]
+        labels = [f"{i}:{t!r}" for i, t in enumerate(attention.tokens)]
+        figure = go.Figure(
+            go.Heatmap(
+                z=attention.weights[layer - 1][head - 1], x=labels, y=labels, zmin=0, zmax=1, colorscale="Viridis"
+            )
+        )
+        figure.update_layout(
+            title=f"attention, layer {layer} head {head} (row = query, column = key)",
+            height=420,
+            yaxis_autorange="reversed",
+            margin=dict(l=10, r=10, t=40, b=10),
+        )
+        status = (
+            f"after '{lens.tokens[position]}' (position {position}); the final answer "
+            f"'{lens.final_token}' has p = "
+            + ", ".join(f"{100 * p:.1f}%" for p in lens.final_token_probabilities)
+            + " after "
+            + ", ".join(lens.layer_names)
+        )
+        return image, rows, figure, status, {"logit_lens": to_jsonable(lens), "position": position}
+
+    # -- 3. geometry --------------------------------------------------------------------------------------------
+
+    def geometry_map(self) -> tuple[go.Figure | None, list[str], str, dict]:
+        try:
+            result = word_map(self.model, self.tokenizer)
+        except InsightError as err:
+            return None, [], problem(err), {}
+        figure = go.Figure()
+        for group in dict.fromkeys(result.groups):
+            members = [
+                (w, xy) for w, g, xy in zip(result.words, result.groups, result.coords, strict=True) if g == group
+            ]
+            figure.add_trace(
+                go.Scatter(
+                    x=[xy[0] for _, xy in members],
+                    y=[xy[1] for _, xy in members],
+                    text=[w for w, _ in members],
+                    mode="markers+text",
+                    textposition="top center",
+                    name=group,
+                )
+            )
+        where = dict(zip(result.words, result.coords, strict=True))
+        for male, female in result.pairs:
+            figure.add_annotation(
+                x=where[female][0],
+                y=where[female][1],
+                ax=where[male][0],
+                ay=where[male][1],
+                xref="x",
+                yref="y",
+                axref="x",
+                ayref="y",
+                showarrow=True,
+                arrowhead=2,
+                arrowcolor="grey",
+                opacity=0.6,
+                text="",
+            )
+        variance = " + ".join(f"{100 * v:.0f}%" for v in result.explained_variance)
+        figure.update_layout(
+            title=f"input embeddings, 2-D PCA ({variance} of the variance); arrows male -> female",
+            height=520,
+            margin=dict(l=10, r=10, t=40, b=10),
+        )
+        return figure, result.words, f"{len(result.words)} words", to_jsonable(result)
+
+    def analogy(self, a: str, b: str, c: str) -> tuple[list, str, dict]:
+        try:
+            result = analogy(self.model, self.tokenizer, a, b, c, k=5)
+        except InsightError as err:
+            return [], problem(err), {}
+        rows = [[i + 1, word, f"{cosine:+.3f}"] for i, (word, cosine) in enumerate(result.top)]
+        return rows, f"{a} - {b} + {c} -> **{result.top[0][0]}**", to_jsonable(result)
+
+    def neighbours(self, word: str) -> tuple[list, str, dict]:
+        try:
+            result = nearest_neighbours(self.model, self.tokenizer, word or "", k=8)
+        except InsightError as err:
+            return [], problem(err), {}
+        rows = [[w, f"{cosine:+.3f}"] for w, cosine in result.neighbours]
+        return rows, f"nearest to **{word}** by cosine", to_jsonable(result)
+
+    # -- 4. how it learned ----------------------------------------------------------------------------------------
+
+    def records(self) -> tuple[list[dict], dict]:
+        """The run's logged rows and its summary, from `run_dir`; `InsightError` names what is missing."""
+        if self.run_dir is None:
+            raise InsightError("No training records: the model was given without its folder.")
+        log, summary = self.run_dir / TRAINING_LOG_FILE, self.run_dir / SUMMARY_FILE
+        missing = [p.name for p in (log, summary) if not p.exists()]
+        if missing:
+            raise InsightError(
+                f"{self.run_dir} has no {' or '.join(missing)}: train with scripts/train.py (with "
+                "--probe_steps N for the learning probes) to record how the model learned."
+            )
+        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        return rows, json.loads(summary.read_text())
+
+    def learning(self) -> tuple[go.Figure | None, go.Figure | None, go.Figure | None, go.Figure | None, str]:
+        try:
+            rows, summary = self.records()
+        except InsightError as err:
+            return None, None, None, None, problem(err)
+        floor = summary.get("final_metrics", {}).get("floor_bits_per_byte")
+
+        def lines(title: str, series: dict[str, str], scale: float = 1.0, log_y: bool = False) -> go.Figure:
+            figure = go.Figure()
+            for key, label in series.items():
+                points = [(r["step"], scale * r[key]) for r in rows if key in r]
+                if points:
+                    figure.add_trace(
+                        go.Scatter(x=[s for s, _ in points], y=[v for _, v in points], name=label, mode="lines+markers")
+                    )
+            figure.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="step")
+            if log_y:
+                figure.update_yaxes(type="log")
+            return figure
+
+        loss = lines(
+            "training loss and validation bits per byte",
+            {
+                "loss": "training loss (nats/token)",
+                "eval/bits_per_byte": "validation bits per byte",
+                "probe/validation_bits_per_byte": "validation bits per byte (probe)",
+            },
+            log_y=True,
+        )
+        if floor is not None:
+            loss.add_hline(y=floor, line_dash="dash", annotation_text=f"entropy floor {floor:.4f}")
+        memory = lines(
+            "arithmetic exact match (%): memorised vs generalised",
+            {"probe/trained_exact_match": "trained problems", "probe/heldout_exact_match": "held-out"},
+            100,
+        )
+        geometry = lines(
+            "geometry: parallelism of gender offsets",
+            {"probe/parallelism": "gender pairs", "probe/parallelism_baseline": "random pairs"},
+        )
+        updates = lines(
+            "sparse updates and blame (share)",
+            {
+                "probe/blame_head": "blame: head",
+                "probe/blame_attention": "blame: attention",
+                "probe/blame_mlp": "blame: MLP",
+                "probe/blame_embeddings": "blame: embeddings",
+            },
+        )
+        probes = [r for r in rows if "probe/seconds" in r]
+        status = (
+            f"{len(rows)} logged rows, {len(probes)} probe records"
+            if probes
+            else f"{len(rows)} logged rows and no probe records: train with --probe_steps N to record the learning "
+            "probes"
+        )
+        return loss, memory, geometry, updates, status
+
+    # -- 5. generate ----------------------------------------------------------------------------------------------
+
+    def generate(
+        self, prompt: str, max_new_tokens: int, temperature: float, top_k: int, top_p: float, sample: bool
+    ) -> Iterator[str]:
+        """Stream the continuation of `prompt` as it is generated."""
+        try:
+            ids = encode_prompt(self.model, self.tokenizer, prompt)
+        except InsightError as err:
+            yield problem(err)
+            return
+        room = self.model.config.max_position_embeddings - ids.shape[1]
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        options = (
+            dict(do_sample=sample, temperature=temperature, top_k=int(top_k), top_p=top_p)
+            if sample
+            else dict(do_sample=False)
+        )
+        kwargs = dict(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max(1, min(int(max_new_tokens), room)),
+            streamer=streamer,
+            pad_token_id=self.tokenizer.pad_token_id,
+            **options,
+        )
+        thread = Thread(target=self.model.generate, kwargs=kwargs)
+        thread.start()
+        text = prompt
+        for piece in streamer:
+            text += piece
+            yield text
+        thread.join()
+
+
+__all__ = ["PROMPTS", "Studio"]
