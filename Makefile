@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev,plots]"
+	$(PY) -m pip install --quiet -e ".[dev,plots,studio]"
 	touch $@
 
 install: $(VENV)/.installed

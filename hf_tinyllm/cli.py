@@ -6,7 +6,7 @@ import sys
 
 
 def _push(argv: list[str]) -> None:
-    from .hub import HubError, push
+    from .hub import HubError, push, push_space
 
     parser = argparse.ArgumentParser(prog="tinyllm push", description="Push a saved TinyLLM folder to the Hub.")
     parser.add_argument("folder", help="A model folder (config.json, model.safetensors, tokenizer ...).")
@@ -18,14 +18,22 @@ def _push(argv: list[str]) -> None:
     parser.add_argument("--llama", action="store_true", help="Push the plain LlamaForCausalLM export.")
     parser.add_argument("--license", default="apache-2.0", help="License for the model card.")
     parser.add_argument("--token", help="Hub token (default: HF_TOKEN or the stored login).")
+    parser.add_argument("--space", action="store_true", help="Then push the model's studio page as a Gradio Space.")
+    parser.add_argument("--space_id", help="The Space's user/name (default: REPO_ID-studio).")
     args = parser.parse_args(argv)
+    if args.space and (args.revision or args.create_pr):
+        sys.exit("error: the Space serves the model's main branch; push with --space without --revision/--create_pr.")
     try:
         url = push(args.folder, args.repo_id, private=args.private, revision=args.revision,
                    commit_message=args.commit_message, create_pr=args.create_pr, llama=args.llama, token=args.token,
                    license=args.license)  # fmt: skip
+        print(f"Pushed {args.folder} to {url}")
+        if args.space:
+            space_url = push_space(args.repo_id, args.space_id, private=args.private, token=args.token,
+                                   license=args.license)  # fmt: skip
+            print(f"Pushed its studio to the Space {space_url}")
     except (HubError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
-    print(f"Pushed {args.folder} to {url}")
 
 
 def _demo(argv: list[str]) -> None:

@@ -1,5 +1,6 @@
 """Share a TinyLLM on the Hugging Face Hub: weights, config with `auto_map`, generation config, the two source files,
-the tokenizer and chat template, the training summary and plots, and a model card (`hf_tinyllm.model_card`).
+the tokenizer and chat template, the training summary and plots, and a model card (`hf_tinyllm.model_card`); and its
+studio page as a Space (`push_space`, the files from `hf_tinyllm.studio.space`).
 
 The local model folder is never modified: the repository's contents are staged in a temporary folder. The token
 comes from the usual places (the `token` argument, `HF_TOKEN`, `hf auth login`) and is never printed or written.
@@ -8,10 +9,12 @@ comes from the usual places (the `token` argument, `HF_TOKEN`, `hf auth login`) 
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from huggingface_hub import HfApi
-from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, RepositoryNotFoundError
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError, RepositoryNotFoundError
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .model_card import TRAINING_RECORDS, write_model_card
@@ -29,6 +32,44 @@ MODEL_FILES_SKIPPED = {"README.md"}  # regenerated for the repository
 
 class HubError(RuntimeError):
     """A push that could not happen, with what to do about it."""
+
+
+def _logged_in(token: str | None) -> tuple[HfApi, str]:
+    """A client for `token` (or the usual places) and its user name; `HubError` when no valid token is found."""
+    api = HfApi(token=token)
+    try:
+        user = api.whoami()["name"]
+    except LocalTokenNotFoundError as err:
+        raise HubError(
+            "Not logged in to the Hugging Face Hub: set HF_TOKEN, run `hf auth login`, or pass token=... ."
+        ) from err
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else "?"
+        raise HubError(f"The Hub rejected the token ({status}); check HF_TOKEN or log in again.") from err
+    except NETWORK_ERRORS as err:
+        raise HubError(f"Cannot reach the Hugging Face Hub at {api.endpoint} ({err}); check the network.") from err
+    return api, user
+
+
+@contextmanager
+def _hub_errors(repo_id: str, endpoint: str) -> Iterator[None]:
+    """Turn the client's errors while writing to `repo_id` into `HubError`s that say what to do."""
+    try:
+        yield
+    except HFValidationError as err:
+        raise HubError(f"{repo_id!r} is not a valid repository id: use user/name ({err}).") from err
+    except RepositoryNotFoundError as err:
+        raise HubError(f"Repository {repo_id} not found or not accessible with this token.") from err
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else "?"
+        if status == 403:
+            raise HubError(
+                f"No permission to write to {repo_id} with this token (403); push to a repository you own, or "
+                "use a token with write access."
+            ) from err
+        raise HubError(f"The Hub refused the push to {repo_id} ({status}): {err}") from err
+    except NETWORK_ERRORS as err:
+        raise HubError(f"Cannot reach the Hugging Face Hub at {endpoint} ({err}); nothing was pushed.") from err
 
 
 def stage_repository(
@@ -87,22 +128,11 @@ def push(
     pushes the plain `LlamaForCausalLM` export (loads without remote code). Re-pushing unchanged files makes no new
     commit. `card_options`: `license`, `dataset_name`, `language` for the model card.
     """
-    api = HfApi(token=token)
-    try:
-        api.whoami()
-    except LocalTokenNotFoundError as err:
-        raise HubError(
-            "Not logged in to the Hugging Face Hub: set HF_TOKEN, run `hf auth login`, or pass token=... ."
-        ) from err
-    except HfHubHTTPError as err:
-        status = err.response.status_code if err.response is not None else "?"
-        raise HubError(f"The Hub rejected the token ({status}); check HF_TOKEN or log in again.") from err
-    except NETWORK_ERRORS as err:
-        raise HubError(f"Cannot reach the Hugging Face Hub at {api.endpoint} ({err}); check the network.") from err
+    api, _ = _logged_in(token)
     with tempfile.TemporaryDirectory(prefix="tinyllm-push-") as tmp:
         staging = stage_repository(source, Path(tmp), repo_id, llama=llama, max_shard_size=max_shard_size,
                                    **card_options)  # fmt: skip
-        try:
+        with _hub_errors(repo_id, api.endpoint):
             repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
             if revision is not None:
                 api.create_branch(repo_url.repo_id, branch=revision, exist_ok=True)
@@ -113,21 +143,55 @@ def push(
                 commit_message=commit_message or ("Upload Llama export" if llama else "Upload TinyLLM"),
                 create_pr=create_pr,
             )
-        except RepositoryNotFoundError as err:
-            raise HubError(f"Repository {repo_id} not found or not accessible with this token.") from err
-        except HfHubHTTPError as err:
-            status = err.response.status_code if err.response is not None else "?"
-            if status == 403:
-                raise HubError(
-                    f"No permission to write to {repo_id} with this token (403); push to a repository you own, or "
-                    "use a token with write access."
-                ) from err
-            raise HubError(f"The Hub refused the push to {repo_id} ({status}): {err}") from err
-        except NETWORK_ERRORS as err:
-            raise HubError(f"Cannot reach the Hugging Face Hub at {api.endpoint} ({err}); nothing was pushed.") from err
     url = getattr(info, "pr_url", None) or getattr(info, "commit_url", None) or str(info)
     logger.info("Pushed %s to %s", source if not isinstance(source, tuple) else "model", url)
     return url
+
+
+def push_space(
+    model_repo_id: str,
+    space_id: str | None = None,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str | None = None,
+    license: str = "apache-2.0",
+) -> str:
+    """Push the studio page of the Hub model `model_repo_id` as a Gradio Space `space_id` (default
+    `<model_repo_id>-studio`; bare names are in your namespace), in one commit; return the Space URL.
+
+    The Space holds `app.py`, the bundled `hf_tinyllm` package, `requirements.txt` and a README configuring it
+    (`hf_tinyllm.studio.space`). The model must be on the Hub already (`push` it first); a private model needs an
+    `HF_TOKEN` secret with read access in the Space's settings.
+    """
+    from .studio.space import write_space
+
+    api, user = _logged_in(token)
+    model_id = model_repo_id if "/" in model_repo_id else f"{user}/{model_repo_id}"
+    space_id = space_id or f"{model_id}-studio"
+    space_id = space_id if "/" in space_id else f"{user}/{space_id}"
+    with _hub_errors(model_id, api.endpoint):
+        try:
+            model_private = api.model_info(model_id).private
+        except RepositoryNotFoundError as err:
+            raise HubError(
+                f"Model {model_id} is not on the Hub (or not visible with this token): push the model first, "
+                f"`tinyllm push FOLDER {model_id} --space`."
+            ) from err
+    if model_private:
+        logger.warning("%s is private: add an HF_TOKEN secret with read access to the Space %s.", model_id, space_id)
+    with tempfile.TemporaryDirectory(prefix="tinyllm-space-") as tmp:
+        staging = write_space(tmp, model_id, license=license)
+        with _hub_errors(space_id, api.endpoint):
+            repo_url = api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+            api.upload_folder(
+                folder_path=str(staging),
+                repo_id=repo_url.repo_id,
+                repo_type="space",
+                commit_message=commit_message or f"TinyLLM studio for {model_id}",
+            )
+    logger.info("Pushed the studio of %s to %s", model_id, repo_url)
+    return str(repo_url)
 
 
 def push_folder(folder: str | Path, repo_id: str | None, **options) -> str:
@@ -137,4 +201,4 @@ def push_folder(folder: str | Path, repo_id: str | None, **options) -> str:
     return push(folder, repo_id, **options)
 
 
-__all__ = ["HubError", "push", "push_folder", "stage_repository"]
+__all__ = ["HubError", "push", "push_folder", "push_space", "stage_repository"]

@@ -39,8 +39,8 @@ def load_model_and_tokenizer(name_or_path: str):
     try:
         model = AutoModelForCausalLM.from_pretrained(name_or_path).eval()
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    except OSError as err:
-        first_line = str(err).splitlines()[0]
+    except (OSError, ValueError, KeyError) as err:  # not a folder of a causal LM and its tokenizer
+        first_line = str(err).strip().splitlines()[0]
         raise InsightError(f"Cannot load a model and tokenizer from {name_or_path}: {first_line}") from err
     return model, tokenizer
 

@@ -13,10 +13,24 @@ def serve(name_or_path: str, host: str = "127.0.0.1", port: int = 7860, share: b
     from .app import build_app
 
     model, tokenizer = load_model_and_tokenizer(name_or_path)
-    run_dir = Path(name_or_path) if Path(name_or_path).is_dir() else None
-    app = build_app(model, tokenizer, run_dir=run_dir)
+    app = build_app(model, tokenizer, run_dir=training_records_dir(name_or_path))
     print(f"TinyLLM studio for {name_or_path}: http://{host}:{port}", flush=True)
     return app.launch(server_name=host, server_port=port, share=share, **launch_options)
+
+
+def training_records_dir(name_or_path: str) -> Path | None:
+    """The folder holding a model's training records: the model folder itself, or for a Hub id the records
+    downloaded from the repository (they travel with the weights); None when they cannot be had."""
+    if Path(name_or_path).is_dir():
+        return Path(name_or_path)
+    from huggingface_hub import snapshot_download
+
+    from ..model_card import TRAINING_RECORDS
+
+    try:
+        return Path(snapshot_download(name_or_path, allow_patterns=list(TRAINING_RECORDS)))
+    except Exception:  # offline, private or gone: the page says the records are missing
+        return None
 
 
 def build_app(*args, **kwargs):
@@ -26,4 +40,4 @@ def build_app(*args, **kwargs):
     return build(*args, **kwargs)
 
 
-__all__ = ["DEFAULT_MODEL", "build_app", "serve"]
+__all__ = ["DEFAULT_MODEL", "build_app", "serve", "training_records_dir"]

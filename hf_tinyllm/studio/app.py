@@ -76,9 +76,10 @@ def build_app(
                 head = gr.Slider(1, num_heads, value=1, step=1, label="attention: head")
             lens_button = gr.Button("Look through the layers", elem_id="layers-run")
             lens_status = gr.Markdown(elem_id="layers-status")
-            lens_image = gr.Image(label="Logit lens: the top next token after each layer", type="filepath")
+            lens_image = gr.Image(label="Logit lens: the top next token after each layer", type="filepath",
+                                  elem_id="layers-lens")  # fmt: skip
             lens_table = gr.Dataframe(headers=["after", "KL to final (bits)", "top tokens"], label="At the position")
-            attention_plot = gr.Plot(label="Attention")
+            attention_plot = gr.Plot(label="Attention", elem_id="layers-attention")
             with gr.Accordion("numbers", open=False):
                 lens_numbers = gr.JSON()
             lens_inputs = [lens_prompt, position, layer, head]
@@ -89,11 +90,12 @@ def build_app(
 
         with gr.Tab("Geometry", id="geometry"):
             geometry_status = gr.Markdown(elem_id="geometry-status")
-            word_plot = gr.Plot(label="Word map")
+            word_plot = gr.Plot(label="Word map", elem_id="geometry-map")
             with gr.Row():
                 a, b, c = (gr.Textbox(label=n, value=v) for n, v in (("a", "king"), ("- b", "man"), ("+ c", "woman")))
                 analogy_button = gr.Button("a - b + c ->", elem_id="geometry-analogy")
-            analogy_table = gr.Dataframe(headers=["rank", "word", "cosine"], label="Analogy: top 5")
+            analogy_table = gr.Dataframe(headers=["rank", "word", "cosine"], label="Analogy: top 5",
+                                         elem_id="geometry-analogy-table")  # fmt: skip
             with gr.Row():
                 clicked = gr.Dropdown(label="A word of the map (or type one)", choices=[], allow_custom_value=True)
                 neighbours_button = gr.Button("Nearest neighbours", elem_id="geometry-neighbours")

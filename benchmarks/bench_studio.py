@@ -1,0 +1,125 @@
+"""How fast the studio page answers: the real server, called over HTTP with gradio_client, on a TinyLLM folder and,
+side by side, on the same weights exported as transformers' LlamaForCausalLM (the page works on both).
+
+    python benchmarks/bench_studio.py                                # the demo model (outputs/demo/model)
+    python benchmarks/bench_studio.py --model outputs/demo/model --repeats 5
+
+"First paint" is loading the page plus the three calls the page makes on load (a round of "be the model", the word
+map, the learning curves); every other row is one interaction. Each figure is the median of `--repeats` calls after
+one warm-up, the two servers called alternately so that drift in machine load hits both.
+"""
+
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
+
+import hf_tinyllm  # noqa: F401  (registers tinyllm)
+from hf_tinyllm.convert import export_llama
+
+PROMPT = "two plus three equals"
+INTERACTIONS = {
+    "be the model: guess": ((PROMPT, "five"), "/guess"),
+    "be the model: redraw (temperature)": ((PROMPT, 0.7, 0, 1.0), "/distribution"),
+    "be the model: next": ((PROMPT,), "/next_word"),
+    "through the layers": ((PROMPT, -1, 1, 1), "/layers"),
+    "geometry: analogy": (("king", "man", "woman"), "/analogy"),
+    "geometry: neighbours": (("queen",), "/neighbours"),
+    "generate 20 tokens (greedy)": (("the queen", 20, 1.0, 0, 1.0, False), "/generate"),
+}
+ON_LOAD = (((PROMPT,), "/new_round"), ((), "/word_map"), ((), "/learning"))
+
+
+@dataclass
+class StudioBenchArguments:
+    model: str = field(default="outputs/demo/model", metadata={"help": "A TinyLLM folder with its tokenizer."})
+    repeats: int = field(default=5, metadata={"help": "Calls per interaction after one warm-up; the median is kept."})
+    output_json: str | None = field(default=None, metadata={"help": "Also write the results here."})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(folder: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "hf_tinyllm.cli", "studio", str(folder), "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return process, url
+        except OSError:
+            time.sleep(0.3)
+    process.terminate()
+    raise RuntimeError(f"the studio for {folder} did not start")
+
+
+def first_paint(client, url: str) -> float:
+    started = time.perf_counter()
+    urllib.request.urlopen(url, timeout=30).read()
+    for args, api in ON_LOAD:
+        client.predict(*args, api_name=api)
+    return time.perf_counter() - started
+
+
+def timed(client, args: tuple, api: str) -> float:
+    started = time.perf_counter()
+    client.predict(*args, api_name=api)
+    return time.perf_counter() - started
+
+
+def run(args: StudioBenchArguments) -> dict:
+    from gradio_client import Client
+
+    model = AutoModelForCausalLM.from_pretrained(args.model)
+    llama_dir = Path(tempfile.mkdtemp(prefix="studio-llama-")) / "model"
+    export_llama(model, llama_dir, tokenizer=AutoTokenizer.from_pretrained(args.model))
+    servers = {"tinyllm": start(Path(args.model)), "llama": start(llama_dir)}
+    try:
+        clients = {name: Client(url, verbose=False) for name, (_, url) in servers.items()}
+        results: dict[str, dict[str, list[float]]] = {name: {} for name in servers}
+        for name, client in clients.items():  # warm-up: one of each call
+            first_paint(client, servers[name][1])
+            for call_args, api in INTERACTIONS.values():
+                client.predict(*call_args, api_name=api)
+        for _ in range(args.repeats):
+            for name, client in clients.items():
+                results[name].setdefault("first paint", []).append(first_paint(client, servers[name][1]))
+                for label, (call_args, api) in INTERACTIONS.items():
+                    results[name].setdefault(label, []).append(timed(client, call_args, api))
+    finally:
+        for process, _ in servers.values():
+            process.terminate()
+    medians = {
+        name: {label: statistics.median(times) for label, times in rows.items()} for name, rows in results.items()
+    }
+    return {"model": args.model, "repeats": args.repeats, "seconds": medians}
+
+
+def main() -> None:
+    (args,) = HfArgumentParser(StudioBenchArguments).parse_args_into_dataclasses()
+    result = run(args)
+    ours, peer = result["seconds"]["tinyllm"], result["seconds"]["llama"]
+    print(f"studio response times on {args.model} (median of {args.repeats}, seconds, over HTTP)")
+    print(f"{'':38s} {'TinyLLM':>9s} {'Llama':>9s} {'ours/peer':>10s}")
+    for label in ours:
+        print(f"{label:38s} {ours[label]:9.3f} {peer[label]:9.3f} {ours[label] / peer[label]:10.2f}")
+    if args.output_json:
+        Path(args.output_json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The studio page as an API: the real server in a subprocess, every endpoint called with gradio_client, the numbers
+checked against `hf_tinyllm.insight` computed directly on the same model."""
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from conftest import REPO_ROOT
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hf_tinyllm.insight.geometry import analogy, nearest_neighbours, word_map
+from hf_tinyllm.insight.layers import logit_lens
+from hf_tinyllm.insight.learning import LearningProbe
+from hf_tinyllm.insight.next_token import next_token_distribution, rank_guess
+from hf_tinyllm.model_card import SUMMARY_FILE, TRAINING_LOG_FILE
+
+pytest.importorskip("gradio")
+from gradio_client import Client
+
+PROMPT = "two plus three equals"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the studio exited early:\n{process.stdout.read()[-3000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"the studio did not answer at {url} within {timeout:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def model_with_records(trained_tiny_dir, tmp_path_factory):
+    """The trained tiny model in a folder that also holds training records: two real probe records."""
+    folder = tmp_path_factory.mktemp("studio") / "model"
+    shutil.copytree(trained_tiny_dir, folder)
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    probe = LearningProbe(tokenizer, probe_batch=tokenizer(PROMPT + " five.", return_tensors="pt")["input_ids"],
+                          heldout_problems=[{"prompt": PROMPT, "answer": "five"}])  # fmt: skip
+    rows = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}] + [{"step": s, **probe.measure(model)} for s in (1, 2)]
+    (folder / TRAINING_LOG_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / SUMMARY_FILE).write_text(json.dumps({"final_metrics": {"floor_bits_per_byte": 0.27}}))
+    return folder, model.eval(), tokenizer
+
+
+@pytest.fixture(scope="module")
+def client(model_with_records):
+    folder = model_with_records[0]
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "hf_tinyllm.cli", "studio", str(folder), "--port", str(port)],
+                               cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        wait_for(f"http://127.0.0.1:{port}/", process)
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_every_endpoint_answers_with_the_insight_numbers(client, model_with_records):
+    _, model, tokenizer = model_with_records
+    endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert endpoints == {"/new_round", "/guess", "/distribution", "/next_word", "/layers", "/word_map", "/analogy",
+                         "/neighbours", "/learning", "/generate"}  # fmt: skip
+
+    update, status, prompt, _, _ = client.predict(PROMPT, api_name="/new_round")
+    expected = next_token_distribution(model, tokenizer, PROMPT, k=6)
+    assert sorted(value for value, _ in update["choices"]) == sorted(t.strip() for t in expected.model.tokens)
+    assert PROMPT in status and prompt == PROMPT
+
+    _, status, numbers = client.predict(PROMPT, 0.7, 5, 0.9, api_name="/distribution")
+    direct = next_token_distribution(model, tokenizer, PROMPT, k=10, temperature=0.7, top_k=5, top_p=0.9)
+    assert numbers["sampling"]["tokens"] == direct.sampling.tokens
+    assert numbers["sampling"]["probabilities"] == pytest.approx(direct.sampling.probabilities, abs=1e-6)
+    assert f"{direct.sampling.entropy_bits:.2f} after" in status
+
+    word = expected.model.tokens[1].strip()
+    verdict, numbers = client.predict(PROMPT, word, api_name="/guess")  # the score is session state, not an input
+    guess = rank_guess(model, tokenizer, PROMPT, word)
+    assert numbers["rank"] == guess.rank and numbers["word_probability"] == pytest.approx(guess.word_probability)
+    assert f"ranks **{guess.rank}**" in verdict and "of 1 rounds" in verdict
+    assert "of 2 rounds" in client.predict(PROMPT, word, api_name="/guess")[0]
+
+    assert client.predict(PROMPT, api_name="/next_word") == PROMPT + expected.model.tokens[0]
+
+    _, rows, _, status, numbers = client.predict(PROMPT, -1, 2, 1, api_name="/layers")
+    lens = logit_lens(model, tokenizer, PROMPT)
+    assert numbers["logit_lens"]["final_token_probabilities"] == pytest.approx(lens.final_token_probabilities)
+    assert [row[0] for row in rows["data"]] == lens.layer_names and "position" in status
+
+    _, _, _, numbers = client.predict(api_name="/word_map")
+    assert numbers["words"] == word_map(model, tokenizer).words
+    table, _, numbers = client.predict("king", "man", "woman", api_name="/analogy")
+    top = analogy(model, tokenizer, "king", "man", "woman", k=5).top
+    assert [row[1] for row in table["data"]] == [w for w, _ in top]
+    table, _, _ = client.predict("queen", api_name="/neighbours")
+    assert [row[0] for row in table["data"]] == [
+        w for w, _ in nearest_neighbours(model, tokenizer, "queen", k=8).neighbours
+    ]
+
+    *figures, status = client.predict(api_name="/learning")
+    assert status == "4 logged rows, 2 probe records" and all(figures)
+
+    text = client.predict(PROMPT, 6, 1.0, 0, 1.0, False, api_name="/generate")
+    greedy = model.generate(**tokenizer(PROMPT, return_tensors="pt"), max_new_tokens=6, do_sample=False)
+    assert text == PROMPT + tokenizer.decode(greedy[0, len(tokenizer(PROMPT)["input_ids"]) :], skip_special_tokens=True)
+
+
+def test_user_errors_are_a_readable_line_and_the_server_keeps_serving(client):
+    for args, api in ((("", 1.0, 0, 1.0), "/distribution"), (("word " * 400, 1.0, 0, 1.0), "/distribution")):
+        _, status, numbers = client.predict(*args, api_name=api)
+        assert status.startswith("**Problem:**") and numbers == {} and "Traceback" not in status
+    assert "longer than the model's context" in client.predict("word " * 400, -1, 1, 1, api_name="/layers")[3]
+    assert "not a single word" in client.predict("two words", api_name="/neighbours")[1]
+    assert "Problem" in client.predict("", 5, 1.0, 0, 1.0, False, api_name="/generate")
+    assert client.predict(PROMPT, api_name="/new_round")[2] == PROMPT  # still serving
+
+
+def test_a_folder_that_is_not_a_causal_lm_is_a_one_line_error(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    result = subprocess.run([sys.executable, "-m", "hf_tinyllm.cli", "studio", str(tmp_path)], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 1 and result.stderr.strip().startswith("error: ")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
