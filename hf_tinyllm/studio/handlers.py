@@ -32,6 +32,7 @@ PROMPTS = (
 )
 CANDIDATES = 6  # words offered per round: the model's top choices, shuffled
 TOP_K_SHOWN = 10
+LABEL_POSITIONS = ("top center", "bottom center", "middle right", "middle left")  # neighbours' labels apart
 
 
 def problem(err: Exception) -> str:
@@ -199,7 +200,7 @@ class Studio:
                     y=[xy[1] for _, xy in members],
                     text=[w for w, _ in members],
                     mode="markers+text",
-                    textposition="top center",
+                    textposition=[LABEL_POSITIONS[i % len(LABEL_POSITIONS)] for i in range(len(members))],
                     name=group,
                 )
             )
@@ -223,7 +224,7 @@ class Studio:
         variance = " + ".join(f"{100 * v:.0f}%" for v in result.explained_variance)
         figure.update_layout(
             title=f"input embeddings, 2-D PCA ({variance} of the variance); arrows male -> female",
-            height=520,
+            height=620,
             margin=dict(l=10, r=10, t=40, b=10),
         )
         return figure, result.words, f"{len(result.words)} words", to_jsonable(result)
@@ -301,7 +302,7 @@ class Studio:
             {"probe/parallelism": "gender pairs", "probe/parallelism_baseline": "random pairs"},
         )
         updates = lines(
-            "sparse updates and blame (share)",
+            "blame: share of the gradient norm² by stage",
             {
                 "probe/blame_head": "blame: head",
                 "probe/blame_attention": "blame: attention",
