@@ -1,5 +1,5 @@
-"""Write a folder under a temporary name and rename it into place, so that an interrupted save never leaves a
-half-written folder where a good one was."""
+"""Write a folder or a file under a temporary name and rename it into place, so that an interrupted save never
+leaves a half-written folder or file where a good one was."""
 
 import os
 import shutil
@@ -41,4 +41,22 @@ def replace_directory(src: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["atomic_directory", "replace_directory"]
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write one file to; when the block succeeds, it replaces `path`; if it
+    raises, `path` keeps its previous contents and the temporary file is removed."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file's path, e.g. {path / 'model.gguf'}.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A fresh name rather than `mkstemp`, so that the file gets the usual permissions (mkstemp's are owner-only).
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+__all__ = ["atomic_directory", "atomic_file", "replace_directory"]

@@ -1,5 +1,5 @@
 """The `tinyllm` command: `tinyllm push FOLDER REPO_ID [...]`, `tinyllm demo`, `tinyllm train ...`,
-`tinyllm explain TOPIC MODEL [...]`, `tinyllm studio [MODEL]`."""
+`tinyllm explain TOPIC MODEL [...]`, `tinyllm studio [MODEL]`, `tinyllm export FOLDER OUTPUT.gguf`."""
 
 import argparse
 import sys
@@ -78,7 +78,23 @@ def _studio(argv: list[str]) -> None:
         sys.exit(f"error: {err}")
 
 
-COMMANDS = {"push": _push, "demo": _demo, "train": _train, "explain": _explain, "studio": _studio}
+def _export(argv: list[str]) -> None:
+    from .convert import export_gguf
+    from .gguf_export import FILE_TYPES
+
+    parser = argparse.ArgumentParser(prog="tinyllm export", description="Write a model folder as a GGUF file.")
+    parser.add_argument("folder", help="A TinyLLM (or Llama) folder or Hub id; its tokenizer goes in the file too.")
+    parser.add_argument("output", help="The GGUF file to write, e.g. model.gguf (replaced atomically).")
+    parser.add_argument("--file_type", choices=FILE_TYPES, default="f32", help="Weight precision (default: f32).")
+    args = parser.parse_args(argv)
+    try:
+        path = export_gguf(args.folder, args.output, file_type=args.file_type)
+    except (ValueError, OSError, ImportError) as err:
+        sys.exit(f"error: {err}")
+    print(f"Wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {args.file_type})")
+
+
+COMMANDS = {"push": _push, "demo": _demo, "train": _train, "explain": _explain, "studio": _studio, "export": _export}
 
 
 def main(argv: list[str] | None = None) -> None:

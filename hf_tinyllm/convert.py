@@ -4,6 +4,7 @@
   computes the same function (tests hold fp32 logits to 1e-5).
 - `to_llama` / `export_llama`: a Llama-compatible TinyLLM becomes a plain `LlamaForCausalLM` (a folder that any Llama
   runtime loads without remote code).
+- `export_gguf`: a Llama-compatible TinyLLM (or a saved folder) and its tokenizer become one GGUF file for llama.cpp.
 - `from_pretrained_any`: load a saved Llama, GPT-2 or TinyLLM folder (or Hub id) as TinyLLM.
 """
 
@@ -26,6 +27,7 @@ from transformers.initialization import no_init_weights
 
 from .atomic import atomic_directory
 from .configuration_tinyllm import TinyLLMConfig
+from .gguf_export import gguf_incompatibilities, write_gguf
 from .modeling_tinyllm import TinyLLMForCausalLM
 from .tokenization import write_tokenizer_files
 
@@ -219,6 +221,33 @@ def export_llama(model: TinyLLMForCausalLM, save_directory: str | Path, tokenize
     return Path(save_directory)
 
 
+def export_gguf(
+    model_or_folder: TinyLLMForCausalLM | str | Path, path: str | Path, file_type: str = "f32", tokenizer=None
+) -> Path:
+    """Write a Llama-compatible TinyLLM as the GGUF file `path` (llama.cpp's "llama" architecture), atomically.
+
+    `model_or_folder`: a model, or a saved TinyLLM / Llama folder or Hub id (whose tokenizer is used when `tokenizer`
+    is None). `file_type`: "f32" (exact), "f16" or "q8_0". The file loads back with
+    `AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)` and `AutoTokenizer.from_pretrained(...)` alike."""
+    model = model_or_folder
+    if isinstance(model_or_folder, (str, Path)):
+        model = from_pretrained_any(model_or_folder)
+        if tokenizer is None:
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(model_or_folder)
+            except (OSError, ValueError):
+                logger.info("%s has no tokenizer; writing the model only.", model_or_folder)
+    problems = model.config.llama_incompatibilities() + gguf_incompatibilities(model.config)
+    if problems:
+        raise ValueError(
+            "This TinyLLM does not map to GGUF's llama architecture: " + "; ".join(problems) + ". Train with the "
+            "Llama settings (the TinyLLMConfig defaults) to export, or share it as TinyLLM with trust_remote_code."
+        )
+    if tokenizer is None:
+        logger.warning("No tokenizer: the GGUF file holds the model only, and llama.cpp needs a vocabulary to run it.")
+    return write_gguf(to_llama(model), path, file_type=file_type, tokenizer=tokenizer)
+
+
 def from_pretrained_any(name_or_path: str | Path, **kwargs) -> TinyLLMForCausalLM:
     """Load a saved Llama, GPT-2 or TinyLLM checkpoint (folder or Hub id) as a TinyLLM."""
     model_type = AutoConfig.from_pretrained(name_or_path, **kwargs).model_type
@@ -252,6 +281,7 @@ def convert_folder(source: str | Path, output_dir: str | Path, to_llama: bool = 
 
 __all__ = [
     "convert_folder",
+    "export_gguf",
     "export_llama",
     "from_gpt2",
     "from_llama",

@@ -1,8 +1,9 @@
 """TinyLLM: a small decoder-only language model in the transformers 5.x Llama skeleton.
 
 Reads top to bottom: norms -> rotary embedding -> MLPs -> attention -> decoder layer -> PreTrainedModel -> Model ->
-ForCausalLM. Self-contained (torch + transformers, relative imports only) because `save_pretrained` copies this file
-next to the weights and `from_pretrained(..., trust_remote_code=True)` runs it without the hf_tinyllm package.
+ForCausalLM -> task heads (sequence and token classification, question answering). Self-contained (torch +
+transformers, relative imports only) because `save_pretrained` copies this file next to the weights and
+`from_pretrained(..., trust_remote_code=True)` runs it without the hf_tinyllm package.
 """
 
 import math
@@ -10,12 +11,18 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from transformers import AutoModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask
-from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_layers import (
+    GenericForQuestionAnswering,
+    GenericForSequenceClassification,
+    GenericForTokenClassification,
+    GradientCheckpointingLayer,
+)
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
 from transformers.processing_utils import Unpack
@@ -261,6 +268,14 @@ class TinyLLMPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _can_record_outputs = {"hidden_states": TinyLLMDecoderLayer, "attentions": TinyLLMAttention}
 
+    def __init__(self, config: TinyLLMConfig, *inputs, **kwargs) -> None:
+        super().__init__(config, *inputs, **kwargs)
+        # The task heads build their base with `AutoModel.from_config(config)`. As remote code (this file copied next
+        # to the weights, no package) the config's class comes from its own dynamic module, one nothing registered,
+        # and `from_config` would refuse the `auto_map` entry for want of a `trust_remote_code` it is not given.
+        # Registering the class at hand is what transformers itself does for remote models it loads.
+        AutoModel.register(type(config), TinyLLMModel, exist_ok=True)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """The whole initialisation of TinyLLM, one rule per kind of module:
@@ -285,14 +300,23 @@ class TinyLLMPreTrainedModel(PreTrainedModel):
         else:
             super()._init_weights(module)
 
+    # The auto class each model of this file serves; `save_pretrained` names them all in `auto_map`.
+    _auto_map_classes = {
+        "AutoModel": "TinyLLMModel",
+        "AutoModelForCausalLM": "TinyLLMForCausalLM",
+        "AutoModelForSequenceClassification": "TinyLLMForSequenceClassification",
+        "AutoModelForTokenClassification": "TinyLLMForTokenClassification",
+        "AutoModelForQuestionAnswering": "TinyLLMForQuestionAnswering",
+    }
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         # transformers records in `auto_map` only the auto class of the class being saved; the copied modeling file
-        # defines both TinyLLMModel and TinyLLMForCausalLM, so name both for Hub users without the package.
+        # defines all of them, so name them all: a saved causal LM then also loads into a task head (and a
+        # fine-tuned head back into AutoModel) for Hub users without the package.
         if self._auto_class is not None:
             module = type(self).__module__.split(".")[-1]
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
-            auto_map["AutoModel"] = f"{module}.TinyLLMModel"
-            auto_map["AutoModelForCausalLM"] = f"{module}.TinyLLMForCausalLM"
+            auto_map.update({auto: f"{module}.{name}" for auto, name in self._auto_map_classes.items()})
             self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
 
@@ -423,4 +447,45 @@ class TinyLLMForCausalLM(TinyLLMPreTrainedModel, GenerationMixin):
         )
 
 
-__all__ = ["TinyLLMForCausalLM", "TinyLLMModel", "TinyLLMPreTrainedModel"]
+# The task heads are transformers' generic ones, as Llama's: each builds its base with `AutoModel.from_config(config)`
+# (TinyLLMPreTrainedModel.__init__ makes that resolve to TinyLLMModel) and adds a freshly initialised head, so a
+# causal-LM checkpoint loads into them with only the head new. Unlike Llama's, the two classification heads set
+# `accepts_loss_kwargs = False`: their forward takes `**kwargs` but their loss drops the Trainer's
+# `num_items_in_batch`, so the Trainer would skip its division by the accumulation steps and train with loss and
+# gradients `gradient_accumulation_steps` times too large (transformers#47688).
+
+
+class TinyLLMForSequenceClassification(GenericForSequenceClassification, TinyLLMPreTrainedModel):
+    """TinyLLM with a linear `score` head (no bias) on the last non-pad token: logits (B, num_labels).
+
+    The pooled token is the rightmost one that is not `config.pad_token_id`, so left and right padding both work;
+    without a pad id only batches of one are accepted. The loss follows `config.problem_type` (regression,
+    single- or multi-label classification).
+    """
+
+    accepts_loss_kwargs = False
+
+
+class TinyLLMForTokenClassification(GenericForTokenClassification, TinyLLMPreTrainedModel):
+    """TinyLLM with dropout (`config.classifier_dropout`, default 0.1) and a linear `score` head on every token:
+    logits (B, T, num_labels); `labels` (B, T) with -100 where no label applies."""
+
+    accepts_loss_kwargs = False
+
+
+class TinyLLMForQuestionAnswering(GenericForQuestionAnswering, TinyLLMPreTrainedModel):
+    """TinyLLM with a linear `qa_outputs` head giving span start and end logits, each (B, T).
+
+    Llama names this base `transformer` for backward compatibility; TinyLLM has no old checkpoints, so it keeps
+    `model` and a causal-LM checkpoint loads into it like into the other heads.
+    """
+
+
+__all__ = [
+    "TinyLLMForCausalLM",
+    "TinyLLMForQuestionAnswering",
+    "TinyLLMForSequenceClassification",
+    "TinyLLMForTokenClassification",
+    "TinyLLMModel",
+    "TinyLLMPreTrainedModel",
+]

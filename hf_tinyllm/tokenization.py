@@ -23,13 +23,19 @@ SPECIAL_TOKENS = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, *ROLE_TOKENS.values()]  # ids
 BYTE_ALPHABET_SIZE = 256
 
 # Each message is its role token, its content, then end-of-text; a generation prompt opens the assistant's turn.
+# An assistant's content and its end-of-text sit inside `{% generation %}` markers, so that
+# `apply_chat_template(..., return_assistant_tokens_mask=True)` (and TRL's `assistant_only_loss`) train exactly the
+# tokens the model must produce after a generation prompt, the stop token included; the rendered text is unchanged.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
     "{% if message['role'] not in ['system', 'user', 'assistant'] %}"
     "{{ raise_exception('Unknown role ' + message['role'] + '; use system, user or assistant.') }}"
     "{% endif %}"
-    "{{ '<|' + message['role'] + '|>' + message['content'] + eos_token }}"
+    "{{ '<|' + message['role'] + '|>' }}"
+    "{% if message['role'] == 'assistant' %}"
+    "{% generation %}{{ message['content'] + eos_token }}{% endgeneration %}"
+    "{% else %}{{ message['content'] + eos_token }}{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )

@@ -131,7 +131,9 @@ def test_hf_tinyllm_push_round_trip_with_card(hub, model_folder, tmp_path):
                 "chat_template.jinja", "training_summary.json", "loss_curve.png"}  # fmt: skip
     assert set(files) == expected
     config = json.loads(files["config.json"])
-    assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM"}
+    assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM",
+                                       "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
+                                       "AutoModelForQuestionAnswering"}  # fmt: skip
     card = ModelCard(files["README.md"].decode())
     metadata = yaml.safe_load(files["README.md"].decode().split("---")[1])
     assert metadata["library_name"] == "transformers" and metadata["pipeline_tag"] == "text-generation"

@@ -80,6 +80,9 @@ def test_saved_folder_contents(tmp_path):
         "AutoConfig": "configuration_tinyllm.TinyLLMConfig",
         "AutoModel": "modeling_tinyllm.TinyLLMModel",
         "AutoModelForCausalLM": "modeling_tinyllm.TinyLLMForCausalLM",
+        "AutoModelForSequenceClassification": "modeling_tinyllm.TinyLLMForSequenceClassification",
+        "AutoModelForTokenClassification": "modeling_tinyllm.TinyLLMForTokenClassification",
+        "AutoModelForQuestionAnswering": "modeling_tinyllm.TinyLLMForQuestionAnswering",
     }
     generation = json.loads((tmp_path / "generation_config.json").read_text())
     assert (generation["bos_token_id"], generation["eos_token_id"], generation["pad_token_id"]) == (1, 2, 0)
