@@ -6,15 +6,10 @@ write `auto_map` and copy the two self-contained source files, so a saved or pus
 `trust_remote_code=True` where this package is not installed.
 """
 
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-)
+import transformers
+from transformers import AutoConfig
 
+from . import modeling_tinyllm
 from .configuration_tinyllm import TinyLLMConfig
 from .modeling_tinyllm import (
     TinyLLMForCausalLM,
@@ -29,15 +24,10 @@ __version__ = "0.1.0"
 
 AutoConfig.register(TinyLLMConfig.model_type, TinyLLMConfig, exist_ok=True)
 TinyLLMConfig.register_for_auto_class("AutoConfig")
-for auto_class, model_class in (
-    (AutoModel, TinyLLMModel),
-    (AutoModelForCausalLM, TinyLLMForCausalLM),
-    (AutoModelForSequenceClassification, TinyLLMForSequenceClassification),
-    (AutoModelForTokenClassification, TinyLLMForTokenClassification),
-    (AutoModelForQuestionAnswering, TinyLLMForQuestionAnswering),
-):
-    auto_class.register(TinyLLMConfig, model_class, exist_ok=True)
-    model_class.register_for_auto_class(auto_class.__name__)
+for auto_name, class_name in TinyLLMPreTrainedModel._auto_map_classes.items():  # the one list of them
+    model_class = getattr(modeling_tinyllm, class_name)
+    getattr(transformers, auto_name).register(TinyLLMConfig, model_class, exist_ok=True)
+    model_class.register_for_auto_class(auto_name)
 
 __all__ = [
     "TinyLLMConfig",
