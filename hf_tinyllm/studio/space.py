@@ -20,6 +20,7 @@ INSTALL_REQUIRES = (
     "huggingface_hub>=2.4,<3",
     "pyyaml>=6",
     "matplotlib>=3.10,<4",
+    "gguf>=0.19,<1",
 )
 STUDIO_REQUIRES = ("gradio>=6.31,<7", "plotly>=7.1,<8")
 REQUIREMENTS = INSTALL_REQUIRES + STUDIO_REQUIRES
