@@ -127,6 +127,29 @@ def packed_loss_breakdown(
 
 
 @torch.no_grad()
+def greedy_continuations(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_ids: Sequence[list[int]],
+    max_new_tokens: int = 8,
+    batch_size: int = 32,
+) -> list[str]:
+    """The greedy continuation of each tokenised prompt (left-padded batches), decoded without special tokens."""
+    device = next(model.parameters()).device
+    continuations = []
+    for start in range(0, len(prompt_ids), batch_size):
+        batch = tokenizer.pad(
+            {"input_ids": list(prompt_ids[start : start + batch_size])}, padding_side="left", return_tensors="pt"
+        ).to(device)
+        out = model.generate(
+            **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+        continuations += tokenizer.batch_decode(
+            out[:, batch["input_ids"].shape[1] :].tolist(), skip_special_tokens=True
+        )
+    return continuations
+
+
 def generate_answers(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -136,18 +159,9 @@ def generate_answers(
     stop: str = ".",
 ) -> list[str]:
     """Greedy continuations of `prompts` (left-padded batches), cut at the first `stop` string."""
-    device = next(model.parameters()).device
-    answers = []
-    for start in range(0, len(prompts), batch_size):
-        batch = tokenizer(
-            list(prompts[start : start + batch_size]), return_tensors="pt", padding=True, padding_side="left"
-        ).to(device)
-        out = model.generate(
-            **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-        )
-        for text in tokenizer.decode(out[:, batch["input_ids"].shape[1] :].tolist(), skip_special_tokens=True):
-            answers.append(text.split(stop)[0].strip())
-    return answers
+    ids = tokenizer(list(prompts))["input_ids"]
+    texts = greedy_continuations(model, tokenizer, ids, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return [text.split(stop)[0].strip() for text in texts]
 
 
 def arithmetic_exact_match(
@@ -222,6 +236,7 @@ __all__ = [
     "arithmetic_exact_match",
     "evaluate_model",
     "generate_answers",
+    "greedy_continuations",
     "packed_loss_breakdown",
     "score_documents",
 ]

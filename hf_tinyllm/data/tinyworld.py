@@ -555,10 +555,11 @@ def tinyworld_floor(config: TinyWorldConfig | None = None) -> float:
     return TinyWorld(config).floor_bits_per_byte()
 
 
-def tinyworld_dataset(config: TinyWorldConfig | None = None) -> datasets.DatasetDict:
+def tinyworld_dataset(config: TinyWorldConfig | TinyWorld | None = None) -> datasets.DatasetDict:
     """Splits "train" and "validation" (text, nll_bits, family, num_bytes) and "heldout_arithmetic"
-    (op, a, b, prompt, answer, text); each split's ``info.description`` is ``TinyWorld.summary()`` as JSON."""
-    world = TinyWorld(config)
+    (op, a, b, prompt, answer, text); each split's ``info.description`` is ``TinyWorld.summary()`` as JSON. Given a
+    `TinyWorld`, its already generated documents are used (and kept for the caller's other questions to it)."""
+    world = config if isinstance(config, TinyWorld) else TinyWorld(config)
     description = json.dumps(world.summary())
 
     def build(rows: Sequence, columns: dict[str, str]) -> datasets.Dataset:

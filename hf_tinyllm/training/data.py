@@ -47,7 +47,8 @@ def tinyworld_config(args: DataArguments) -> TinyWorldConfig:
 def _documents(args: DataArguments, seed: int) -> tuple[Dataset, Dataset, Dataset | None, float | None, Dataset | None]:
     if args.dataset == "tinyworld":
         config = tinyworld_config(args)
-        world, generator = tinyworld_dataset(config), TinyWorld(config)
+        generator = TinyWorld(config)  # one generation of the documents, for the splits and the trained problems
+        world = tinyworld_dataset(generator)
         heldout = world["heldout_arithmetic"]
         trained = [asdict(p) for p in generator.trained_problems(len(heldout), seed=seed)]
         trained = Dataset.from_list(trained) if trained else None

@@ -16,12 +16,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from datasets import Dataset, DatasetDict
 from transformers import HfArgumentParser, PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
 from ..data.tinyworld import TinyWorld, TinyWorldConfig
+from ..evaluation import greedy_continuations
 from ..metrics import load_metric
 from ..tokenization import CHAT_TEMPLATE, load_tokenizer, write_tokenizer_files
 from .arguments import ModelArguments
@@ -111,7 +111,6 @@ def tinyworld_conversations(
     return DatasetDict({"train": Dataset.from_list(train), "heldout": Dataset.from_list(heldout)})
 
 
-@torch.no_grad()
 def generate_chat_answers(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -122,18 +121,10 @@ def generate_chat_answers(
     """Greedy answers to user `questions`, each prompted as a chat with a generation prompt (left-padded batches);
     generation stops at end-of-text, which is dropped with the other special tokens."""
     model.eval()
-    device = next(model.parameters()).device
-    answers = []
-    for start in range(0, len(questions), batch_size):
-        chats = [[{"role": "user", "content": q}] for q in questions[start : start + batch_size]]
-        ids = [tokenizer.apply_chat_template(chat, add_generation_prompt=True)["input_ids"] for chat in chats]
-        batch = tokenizer.pad({"input_ids": ids}, padding_side="left", return_tensors="pt").to(device)
-        out = model.generate(
-            **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-        )
-        new_tokens = out[:, batch["input_ids"].shape[1] :].tolist()  # (B, generated)
-        answers.extend(text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-    return answers
+    ids = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)["input_ids"]
+           for q in questions]  # fmt: skip
+    answers = greedy_continuations(model, tokenizer, ids, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return [answer.strip() for answer in answers]
 
 
 def chat_exact_match(
