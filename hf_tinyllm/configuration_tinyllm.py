@@ -12,6 +12,11 @@ MLP_TYPES = ("swiglu", "gelu", "relu2")
 # The activation each MLP type uses unless `hidden_act` says otherwise. `swiglu` is the gated MLP of Llama
 # (act(gate) * up); `gelu` is GPT-2's (tanh approximation, as `gelu_new`); `relu2` is squared ReLU (Primer, nanochat).
 DEFAULT_ACTIVATIONS = {"swiglu": "silu", "gelu": "gelu_pytorch_tanh", "relu2": "relu2"}
+# The RoPE variants TinyLLM computes with transformers' own initialisation functions, exactly as Llama does.
+ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "longrope", "llama3")
+# Variants that stretch the frequencies by `factor` (>= 1: a factor below 1 would shrink the context instead).
+SCALED_ROPE_TYPES = ("linear", "dynamic", "yarn", "llama3")
+_ROPE_EXAMPLE = {"rope_type": "linear", "factor": 2.0}
 
 
 def default_intermediate_size(hidden_size: int, mlp_type: str, multiple_of: int = 32) -> int:
@@ -42,7 +47,10 @@ class TinyLLMConfig(PretrainedConfig):
         num_key_value_heads: key/value heads (grouped-query attention); default = `num_attention_heads`.
         head_dim: width of one head; default `hidden_size // num_attention_heads`.
         max_position_embeddings: longest sequence; the size of the table for learned positions.
-        rope_theta: RoPE base frequency.
+        rope_theta: RoPE base frequency; kept in `rope_parameters["rope_theta"]` (`config.rope_theta` reads it there).
+        rope_parameters: transformers' RoPE dict: `rope_type` (one of `ROPE_TYPES`), `rope_theta` and the type's
+            scaling fields, e.g. `{"rope_type": "linear", "factor": 4.0}` or `{"rope_type": "yarn", "factor": 4.0,
+            "original_max_position_embeddings": 512}`. The legacy name `rope_scaling` is accepted too.
         rms_norm_eps: epsilon of the normalisation layers (RMSNorm or LayerNorm, by `norm_type`).
         initializer_range: standard deviation of the normal initialisation (see `TinyLLMPreTrainedModel._init_weights`).
         tie_word_embeddings: share the input embedding with the output projection.
@@ -62,6 +70,24 @@ class TinyLLMConfig(PretrainedConfig):
 
     model_type = "tinyllm"
     keys_to_ignore_at_inference = ["past_key_values"]
+    # Tensor parallelism (`from_pretrained(..., tp_plan="auto")` under torchrun), as Llama declares it: q/k/v and the
+    # MLP's input projections split by output columns (whole heads per rank), o_proj and down_proj by input rows,
+    # followed by an all-reduce. `gate_proj` exists only in the gated MLP; a plan entry without a module is unused.
+    base_model_tp_plan = {
+        "layers.*.self_attn.q_proj": "colwise",
+        "layers.*.self_attn.k_proj": "colwise",
+        "layers.*.self_attn.v_proj": "colwise",
+        "layers.*.self_attn.o_proj": "rowwise",
+        "layers.*.mlp.gate_proj": "colwise",
+        "layers.*.mlp.up_proj": "colwise",
+        "layers.*.mlp.down_proj": "rowwise",
+    }
+    # Pipeline parallelism: the inputs and outputs of each stage of the base model.
+    base_model_pp_plan = {
+        "embed_tokens": (["input_ids"], ["inputs_embeds"]),
+        "layers": (["hidden_states", "attention_mask"], ["hidden_states"]),
+        "norm": (["hidden_states"], ["hidden_states"]),
+    }
 
     def __init__(
         self,
@@ -74,6 +100,7 @@ class TinyLLMConfig(PretrainedConfig):
         head_dim=None,
         max_position_embeddings=512,
         rope_theta=10000.0,
+        rope_parameters=None,
         rms_norm_eps=1e-6,
         initializer_range=0.02,
         tie_word_embeddings=True,
@@ -104,7 +131,6 @@ class TinyLLMConfig(PretrainedConfig):
         # Left None when heads do not divide the width: validate_architecture then explains the fix.
         self.head_dim = head_dim if head_dim is not None else _exact_quotient(hidden_size, num_attention_heads)
         self.max_position_embeddings = max_position_embeddings
-        self.rope_theta = rope_theta
         self.rms_norm_eps = rms_norm_eps
         self.initializer_range = initializer_range
         # transformers 5.x: tie_word_embeddings, use_cache and the token ids are no longer base-config fields; a model
@@ -122,8 +148,37 @@ class TinyLLMConfig(PretrainedConfig):
         self.attention_bias = attention_bias
         self.mlp_bias = mlp_bias
         self.qk_norm = qk_norm
-        super().__init__(**kwargs)
+        rope_scaling = kwargs.pop("rope_scaling", None)
+        if rope_scaling is not None and rope_parameters is not None and rope_scaling != rope_parameters:
+            raise ValueError(
+                "Both rope_parameters and its legacy name rope_scaling were given, with different values; pass only "
+                "rope_parameters."
+            )
+        for value in (rope_parameters, rope_scaling):
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"rope_parameters={value!r} must be a dict such as {_ROPE_EXAMPLE}.")
+        # One dict holds every RoPE setting; transformers' `standardize_rope_params` fills in `rope_type` and, for
+        # llama3/yarn/longrope, `original_max_position_embeddings`. Validated with the other fields before
+        # `super().__init__` runs transformers' own checks, which raise a bare KeyError for a missing field.
+        # Learned positions have no RoPE, so no `rope_parameters` attribute: transformers then skips its RoPE checks.
+        if position_embedding_type != "learned":
+            self.rope_parameters = {"rope_theta": rope_theta, **dict(rope_parameters or rope_scaling or {})}
+            self.standardize_rope_params()
+        elif rope_parameters or rope_scaling:
+            raise ValueError(
+                "rope_parameters applies only to position_embedding_type='rope'; remove it for learned positions."
+            )
         self.validate_architecture()
+        super().__init__(**kwargs)
+
+    @property
+    def rope_theta(self) -> float:
+        """The RoPE base frequency, stored in `rope_parameters` (transformers 5.x keeps it there)."""
+        return (getattr(self, "rope_parameters", None) or {}).get("rope_theta", self.default_theta)
+
+    @rope_theta.setter
+    def rope_theta(self, value: float) -> None:
+        self.rope_parameters = {**(getattr(self, "rope_parameters", None) or {}), "rope_theta": value}
 
     def validate_architecture(self) -> None:
         """Raise a `ValueError` naming the field and the fix for any size or switch combination that cannot work.
@@ -166,8 +221,7 @@ class TinyLLMConfig(PretrainedConfig):
                     f"head_dim={self.head_dim} is odd, but RoPE rotates pairs of dimensions; use an even head_dim "
                     "(adjust hidden_size or num_attention_heads) or position_embedding_type='learned'."
                 )
-            if not self.rope_theta > 0:
-                raise ValueError(f"rope_theta={self.rope_theta!r} must be > 0; the usual value is 10000.0.")
+            self.validate_rope_parameters()
         if not self.rms_norm_eps > 0:
             raise ValueError(f"rms_norm_eps={self.rms_norm_eps!r} must be > 0; use e.g. 1e-6 (RMSNorm) or 1e-5.")
         if not self.initializer_range > 0:
@@ -189,6 +243,32 @@ class TinyLLMConfig(PretrainedConfig):
                         f"{name}={token_id} is outside the vocabulary [0, {self.vocab_size}); use an id below "
                         f"vocab_size={self.vocab_size} or set {name}=None."
                     )
+
+    def validate_rope_parameters(self) -> None:
+        """Check `rope_parameters` with transformers' own per-type validation, raising `ValueError` with the fix."""
+        rope = self.rope_parameters
+        if not isinstance(rope, dict):
+            raise ValueError(f"rope_parameters={rope!r} must be a dict such as {_ROPE_EXAMPLE}.")
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type not in ROPE_TYPES:
+            raise ValueError(
+                f"rope_type={rope_type!r} is not supported by TinyLLM; choose one of {list(ROPE_TYPES)} (transformers' "
+                "RoPE initialisation functions) or remove rope_parameters for plain RoPE."
+            )
+        theta = rope.get("rope_theta")
+        if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not theta > 0:
+            raise ValueError(f"rope_theta={theta!r} must be a number > 0; the usual value is 10000.0.")
+        if rope_type in SCALED_ROPE_TYPES:
+            factor = rope.get("factor")
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1:
+                raise ValueError(
+                    f"rope_parameters['factor']={factor!r} must be a number >= 1 for rope_type={rope_type!r}: the "
+                    "ratio of the new context length to the trained one (e.g. 4.0 for 4x longer sequences)."
+                )
+        try:
+            self.validate_rope()
+        except KeyError as err:
+            raise ValueError(f"{err.args[0]}; add them to rope_parameters (see RopeParameters).") from None
 
     @property
     def is_llama_compatible(self) -> bool:

@@ -8,6 +8,7 @@
 - `from_pretrained_any`: load a saved Llama, GPT-2 or TinyLLM folder (or Hub id) as TinyLLM.
 """
 
+import copy
 import logging
 from pathlib import Path
 
@@ -68,19 +69,15 @@ def _token_ids(config, vocab_size: int) -> dict:
 
 
 def tinyllm_config_from_llama(config: LlamaConfig) -> TinyLLMConfig:
-    rope = dict(config.rope_parameters or {})
-    if rope.get("rope_type", "default") != "default":
-        raise ValueError(
-            f"rope_type={rope.get('rope_type')!r} (RoPE scaling) is not supported by TinyLLM; only the default RoPE "
-            "converts exactly. Convert a checkpoint without rope scaling."
-        )
     if getattr(config, "pretraining_tp", 1) not in (None, 1):
         logger.warning("pretraining_tp=%s only changes how Llama splits matmuls; ignored.", config.pretraining_tp)
     fields = {name: getattr(config, name) for name in _SHARED_CONFIG_FIELDS}
+    # RoPE scaling carries over as it is: both models compute it with transformers' ROPE_INIT_FUNCTIONS, and
+    # TinyLLMConfig refuses, with the reason, any rope_type it does not support.
     return TinyLLMConfig(
         **fields,
         **_token_ids(config, config.vocab_size),
-        rope_theta=rope.get("rope_theta", 10000.0),
+        rope_parameters=copy.deepcopy(dict(config.rope_parameters or {})),
         position_embedding_type="rope",
         norm_type="rmsnorm",
         mlp_type="swiglu",
@@ -199,7 +196,7 @@ def llama_config_from_tinyllm(config: TinyLLMConfig) -> LlamaConfig:
         pad_token_id=config.pad_token_id,
         bos_token_id=config.bos_token_id,
         eos_token_id=config.eos_token_id,
-        rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
+        rope_parameters=copy.deepcopy(config.rope_parameters),
     )
 
 

@@ -24,6 +24,7 @@ from transformers.modeling_layers import (
     GradientCheckpointingLayer,
 )
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple
@@ -61,25 +62,44 @@ def build_norm(config: TinyLLMConfig, dim: int) -> nn.Module:
 class TinyLLMRotaryEmbedding(nn.Module):
     """cos/sin tables of rotary position embeddings (RoFormer, arXiv:2104.09864) for given position ids.
 
-    `inv_freq` is a non-persistent buffer: it is not in the checkpoint, so `_init_weights` recomputes it after
-    transformers 5.x materialises the model from the meta device.
+    The frequencies come from `config.rope_parameters` through transformers' own RoPE initialisation functions
+    (`ROPE_INIT_FUNCTIONS`: linear, dynamic NTK, YaRN, LongRoPE, Llama 3), exactly as Llama computes them;
+    `dynamic_rope_update` recomputes them during the forward pass for the dynamic types. `inv_freq` and
+    `original_inv_freq` are non-persistent buffers: they are not in the checkpoint, so `_init_weights` recomputes
+    them after transformers 5.x materialises the model from the meta device.
     """
 
     def __init__(self, config: TinyLLMConfig) -> None:
         super().__init__()
         self.config = config
-        self.register_buffer("inv_freq", self.compute_inv_freq(config), persistent=False)
+        self.max_seq_len_cached = config.max_position_embeddings
+        self.original_max_seq_len = config.max_position_embeddings
+        self.rope_type = config.rope_parameters["rope_type"]
+        inv_freq, self.attention_scaling = self.compute_frequencies(config)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("original_inv_freq", inv_freq.clone(), persistent=False)
 
     @staticmethod
-    def compute_inv_freq(config: TinyLLMConfig) -> torch.Tensor:
+    def compute_default_rope_parameters(config: TinyLLMConfig, *args, **kwargs) -> tuple[torch.Tensor, float]:
+        """Plain RoPE: inverse frequencies theta^(-2i/d) and no attention scaling."""
         dim = config.head_dim
-        return 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+        inv_freq = 1.0 / (config.rope_parameters["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+        return inv_freq, 1.0
+
+    @classmethod
+    def compute_frequencies(cls, config: TinyLLMConfig) -> tuple[torch.Tensor, float]:
+        """(inv_freq, attention_scaling) for `config.rope_parameters["rope_type"]`."""
+        rope_type = config.rope_parameters["rope_type"]
+        init_fn = cls.compute_default_rope_parameters if rope_type == "default" else ROPE_INIT_FUNCTIONS[rope_type]
+        return init_fn(config)
 
     @torch.no_grad()
+    @dynamic_rope_update
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         freqs = position_ids[..., None].float() * self.inv_freq.to(device=x.device, dtype=torch.float)  # (B, T, D/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, D)
-        return emb.cos().to(dtype=x.dtype), emb.sin().to(dtype=x.dtype)
+        cos, sin = emb.cos() * self.attention_scaling, emb.sin() * self.attention_scaling
+        return cos.to(dtype=x.dtype), sin.to(dtype=x.dtype)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -286,8 +306,8 @@ class TinyLLMPreTrainedModel(PreTrainedModel):
           GPT-2's scaled init, so the residual stream's variance does not grow with depth. They carry the flag
           `is_residual_projection`: transformers never calls `_init_weights` on custom-code modules that own no
           parameters themselves (attention, MLP), so the rule must live on the Linear.
-        - RoPE `inv_freq`: recomputed from the config; it is a non-persistent buffer, so after transformers 5.x's
-          meta-device loading it would otherwise hold garbage.
+        - RoPE `inv_freq` and `original_inv_freq`: recomputed from the config; they are non-persistent buffers, so
+          after transformers 5.x's meta-device loading they would otherwise hold garbage.
         Helpers from `transformers.initialization` skip tensors already loaded from a checkpoint.
         """
         if isinstance(module, nn.Linear) and getattr(module, "is_residual_projection", False):
@@ -296,7 +316,9 @@ class TinyLLMPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, TinyLLMRotaryEmbedding):
-            init.copy_(module.inv_freq, module.compute_inv_freq(module.config))
+            inv_freq, _ = module.compute_frequencies(module.config)
+            init.copy_(module.inv_freq, inv_freq)
+            init.copy_(module.original_inv_freq, inv_freq)
         else:
             super()._init_weights(module)
 
@@ -400,6 +422,8 @@ class TinyLLMForCausalLM(TinyLLMPreTrainedModel, GenerationMixin):
     """TinyLLM with a language-modelling head; `labels` (B, T) are the inputs themselves, shifted inside the loss."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
 
     def __init__(self, config: TinyLLMConfig) -> None:
         super().__init__(config)

@@ -51,7 +51,7 @@ BAD_CONFIGS = [
     (dict(mlp_type="moe"), "mlp_type='moe' is not supported"),
     (dict(hidden_act="swoosh"), "hidden_act='swoosh' is not a known activation"),
     (dict(hidden_size=36, num_attention_heads=4), "head_dim=9 is odd, but RoPE rotates pairs"),
-    (dict(rope_theta=0.0), "rope_theta=0.0 must be > 0"),
+    (dict(rope_theta=0.0), "rope_theta=0.0 must be a number > 0"),
     (dict(rms_norm_eps=0.0), "rms_norm_eps=0.0 must be > 0"),
     (dict(initializer_range=-0.02), "initializer_range=-0.02 must be > 0"),
     (dict(attention_dropout=1.0), "attention_dropout=1.0 must be in [0, 1)"),

@@ -78,12 +78,6 @@ def test_gpt2_options_without_an_equivalent_are_refused():
         from_gpt2(random_gpt2(scale_attn_by_inverse_layer_idx=True))
 
 
-def test_llama_rope_scaling_is_refused():
-    llama = random_llama(rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0})
-    with pytest.raises(ValueError, match="rope_type='linear' \\(RoPE scaling\\) is not supported"):
-        from_llama(llama)
-
-
 def test_tinyllm_to_llama_is_exact():
     tiny = tiny_model()
     llama = to_llama(tiny)

@@ -59,7 +59,7 @@ def test_rope_buffer_is_recomputed_after_meta_device_loading(tmp_path):
     loaded = TinyLLMForCausalLM.from_pretrained(tmp_path)
     inv_freq = loaded.model.rotary_emb.inv_freq
     assert inv_freq.device.type == "cpu"
-    torch.testing.assert_close(inv_freq, TinyLLMRotaryEmbedding.compute_inv_freq(loaded.config), rtol=0, atol=0)
+    torch.testing.assert_close(inv_freq, TinyLLMRotaryEmbedding.compute_frequencies(loaded.config)[0], rtol=0, atol=0)
     assert inv_freq[0].item() == 1.0  # 1 / theta^0
 
 
@@ -140,7 +140,8 @@ print(json.dumps({{"logits": logits.tolist(), "base": type(base).__name__, "modu
 
 
 def test_loads_with_trust_remote_code_where_the_package_is_not_importable(tmp_path):
-    model = tiny_model()
+    # With RoPE scaling, so the remote code's copy of the config and rotary embedding is checked on it too.
+    model = tiny_model(rope_parameters={"rope_type": "linear", "factor": 2.0})
     model.save_pretrained(tmp_path / "model")
     ids, mask = padded_batch()
     code = REMOTE_LOAD.format(path=str(tmp_path / "model"), ids=ids.tolist(), mask=mask.tolist())
