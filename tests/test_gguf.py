@@ -138,7 +138,9 @@ def test_q_k_permutation_turns_rotate_half_rope_into_llama_cpp_interleaved_rope(
 
 
 @pytest.mark.parametrize("overrides, field", [(ARCHITECTURES["gpt2"], "position_embedding_type"),
-                                              (dict(attention_bias=True), "attention_bias")])  # fmt: skip
+                                              (dict(attention_bias=True), "attention_bias"),
+                                              (dict(rope_parameters={"rope_type": "linear", "factor": 2.0}),
+                                               "rope_type")])  # fmt: skip
 def test_non_llama_configs_are_refused(overrides, field, tmp_path):
     with pytest.raises(ValueError, match=f"{field}=.*Llama settings"):
         export_gguf(tiny_model(**overrides), tmp_path / "model.gguf")
