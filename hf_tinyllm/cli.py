@@ -1,5 +1,6 @@
 """The `tinyllm` command: `tinyllm push FOLDER REPO_ID [...]`, `tinyllm demo`, `tinyllm train ...`,
-`tinyllm explain TOPIC MODEL [...]`, `tinyllm studio [MODEL]`, `tinyllm export FOLDER OUTPUT.gguf`."""
+`tinyllm explain TOPIC MODEL [...]`, `tinyllm studio [MODEL]`, `tinyllm export FOLDER OUTPUT.gguf`,
+`tinyllm lm-eval-task OUT_DIR [...]`."""
 
 import argparse
 import sys
@@ -94,7 +95,57 @@ def _export(argv: list[str]) -> None:
     print(f"Wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {args.file_type})")
 
 
-COMMANDS = {"push": _push, "demo": _demo, "train": _train, "explain": _explain, "studio": _studio, "export": _export}
+def _lm_eval_task(argv: list[str]) -> None:
+    import shlex
+
+    from .demo import RECIPE
+    from .lm_eval_task import GROUP, lm_eval_command, write_lm_eval_task
+    from .training import parse_train_arguments
+    from .training.data import tinyworld_config
+
+    parser = argparse.ArgumentParser(
+        prog="tinyllm lm-eval-task",
+        description="Write the TinyWorld lm-evaluation-harness task folder and print the lm_eval command to run.",
+    )
+    parser.add_argument("out_dir", help="The task folder to write (replaced atomically).")
+    parser.add_argument(
+        "--recipe",
+        default=str(RECIPE),
+        help="The training recipe whose TinyWorld and eval_documents to use (default: the demo's).",
+    )
+    parser.add_argument(
+        "--num_problems",
+        type=int,
+        help="A seeded sample of held-out arithmetic problems (default: all, as evaluate_model).",
+    )
+    parser.add_argument(
+        "--num_documents",
+        type=int,
+        help="Validation documents for next-word prediction (default: the recipe's eval_documents).",
+    )
+    parser.add_argument("--model", default="outputs/demo/model", help="The model folder or Hub id to evaluate.")
+    args = parser.parse_args(argv)
+    try:
+        _, data_args, _, run_args, _ = parse_train_arguments(["--config", args.recipe])
+        if data_args.dataset != "tinyworld":
+            raise ValueError(f"{args.recipe} trains on {data_args.dataset!r}; the task needs a TinyWorld recipe.")
+        num_documents = args.num_documents if args.num_documents is not None else run_args.eval_documents
+        path = write_lm_eval_task(args.out_dir, tinyworld_config(data_args), args.num_problems, num_documents)
+    except (ValueError, OSError) as err:
+        sys.exit(f"error: {err}")
+    print(f"Wrote the lm-eval task folder {path} (group {GROUP}); run it with:")
+    print(shlex.join(lm_eval_command(path, args.model)))
+
+
+COMMANDS = {
+    "push": _push,
+    "demo": _demo,
+    "train": _train,
+    "explain": _explain,
+    "studio": _studio,
+    "export": _export,
+    "lm-eval-task": _lm_eval_task,
+}
 
 
 def main(argv: list[str] | None = None) -> None:
