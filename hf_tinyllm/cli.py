@@ -5,9 +5,11 @@
 import argparse
 import sys
 
+from .errors import USAGE_ERROR_STATUS, entry_point
+
 
 def _push(argv: list[str]) -> None:
-    from .hub import HubError, push, push_space
+    from .hub import push, push_space
 
     parser = argparse.ArgumentParser(prog="tinyllm push", description="Push a saved TinyLLM folder to the Hub.")
     parser.add_argument("folder", help="A model folder (config.json, model.safetensors, tokenizer ...).")
@@ -23,18 +25,15 @@ def _push(argv: list[str]) -> None:
     parser.add_argument("--space_id", help="The Space's user/name (default: REPO_ID-studio).")
     args = parser.parse_args(argv)
     if args.space and (args.revision or args.create_pr):
-        sys.exit("error: the Space serves the model's main branch; push with --space without --revision/--create_pr.")
-    try:
-        url = push(args.folder, args.repo_id, private=args.private, revision=args.revision,
-                   commit_message=args.commit_message, create_pr=args.create_pr, llama=args.llama, token=args.token,
-                   license=args.license)  # fmt: skip
-        print(f"Pushed {args.folder} to {url}")
-        if args.space:
-            space_url = push_space(args.repo_id, args.space_id, private=args.private, token=args.token,
-                                   license=args.license)  # fmt: skip
-            print(f"Pushed its studio to the Space {space_url}")
-    except (HubError, FileNotFoundError) as err:
-        sys.exit(f"error: {err}")
+        raise ValueError("the Space serves the model's main branch; push with --space without --revision/--create_pr.")
+    url = push(args.folder, args.repo_id, private=args.private, revision=args.revision,
+               commit_message=args.commit_message, create_pr=args.create_pr, llama=args.llama, token=args.token,
+               license=args.license)  # fmt: skip
+    print(f"Pushed {args.folder} to {url}")
+    if args.space:
+        space_url = push_space(args.repo_id, args.space_id, private=args.private, token=args.token,
+                               license=args.license)  # fmt: skip
+        print(f"Pushed its studio to the Space {space_url}")
 
 
 def _demo(argv: list[str]) -> None:
@@ -61,7 +60,6 @@ def _explain(argv: list[str]) -> None:
 def _studio(argv: list[str]) -> None:
     from pathlib import Path
 
-    from .insight.model_parts import InsightError
     from .studio import DEFAULT_MODEL, serve
 
     parser = argparse.ArgumentParser(prog="tinyllm studio", description="An interactive page on a trained model.")
@@ -72,11 +70,10 @@ def _studio(argv: list[str]) -> None:
     parser.add_argument("--share", action="store_true", help="Also open a public gradio.live link.")
     args = parser.parse_args(argv)
     if args.model is None:
-        sys.exit(f"error: no model given and {DEFAULT_MODEL} does not exist; run `make demo` or name a model folder.")
-    try:
-        serve(args.model, host=args.host, port=args.port, share=args.share)
-    except InsightError as err:
-        sys.exit(f"error: {err}")
+        raise FileNotFoundError(
+            f"no model given and {DEFAULT_MODEL} does not exist; run `make demo` or name a model folder."
+        )
+    serve(args.model, host=args.host, port=args.port, share=args.share)
 
 
 def _export(argv: list[str]) -> None:
@@ -88,10 +85,7 @@ def _export(argv: list[str]) -> None:
     parser.add_argument("output", help="The GGUF file to write, e.g. model.gguf (replaced atomically).")
     parser.add_argument("--file_type", choices=FILE_TYPES, default="f32", help="Weight precision (default: f32).")
     args = parser.parse_args(argv)
-    try:
-        path = export_gguf(args.folder, args.output, file_type=args.file_type)
-    except (ValueError, OSError, ImportError) as err:
-        sys.exit(f"error: {err}")
+    path = export_gguf(args.folder, args.output, file_type=args.file_type)
     print(f"Wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {args.file_type})")
 
 
@@ -125,14 +119,11 @@ def _lm_eval_task(argv: list[str]) -> None:
     )
     parser.add_argument("--model", default="outputs/demo/model", help="The model folder or Hub id to evaluate.")
     args = parser.parse_args(argv)
-    try:
-        _, data_args, _, run_args, _ = parse_train_arguments(["--config", args.recipe])
-        if data_args.dataset != "tinyworld":
-            raise ValueError(f"{args.recipe} trains on {data_args.dataset!r}; the task needs a TinyWorld recipe.")
-        num_documents = args.num_documents if args.num_documents is not None else run_args.eval_documents
-        path = write_lm_eval_task(args.out_dir, tinyworld_config(data_args), args.num_problems, num_documents)
-    except (ValueError, OSError) as err:
-        sys.exit(f"error: {err}")
+    _, data_args, _, run_args, _ = parse_train_arguments(["--config", args.recipe])
+    if data_args.dataset != "tinyworld":
+        raise ValueError(f"{args.recipe} trains on {data_args.dataset!r}; the task needs a TinyWorld recipe.")
+    num_documents = args.num_documents if args.num_documents is not None else run_args.eval_documents
+    path = write_lm_eval_task(args.out_dir, tinyworld_config(data_args), args.num_problems, num_documents)
     print(f"Wrote the lm-eval task folder {path} (group {GROUP}); run it with:")
     print(shlex.join(lm_eval_command(path, args.model)))
 
@@ -148,10 +139,12 @@ COMMANDS = {
 }
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
-        sys.exit(f"usage: tinyllm {{{','.join(COMMANDS)}}} ...  (tinyllm COMMAND --help for its options)")
+        print(f"usage: tinyllm {{{','.join(COMMANDS)}}} ...  (tinyllm COMMAND --help for its options)", file=sys.stderr)
+        sys.exit(USAGE_ERROR_STATUS)
     COMMANDS[argv[0]](argv[1:])
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .metrics import load_metric
+from .tokenization import check_token_ids
 
 
 def _windows(ids: list[int], length: int) -> Iterator[list[int]]:
@@ -43,6 +44,7 @@ def score_documents(
     context = model.config.max_position_embeddings
     texts = list(texts)
     encoded = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    check_token_ids(model, encoded)
     rows = []  # (document index, window ids)
     for doc, ids in enumerate(encoded):
         rows.extend((doc, window) for window in _windows([*ids, tokenizer.eos_token_id], context))
@@ -135,6 +137,7 @@ def greedy_continuations(
     batch_size: int = 32,
 ) -> list[str]:
     """The greedy continuation of each tokenised prompt (left-padded batches), decoded without special tokens."""
+    check_token_ids(model, prompt_ids)
     device = next(model.parameters()).device
     continuations = []
     for start in range(0, len(prompt_ids), batch_size):

@@ -168,6 +168,19 @@ class _CountingTexts:
             yield text
 
 
+def check_token_ids(model: PreTrainedModel, token_ids: Iterable[Iterable[int]]) -> None:
+    """Raise a `ValueError` if any id (in sequences of ids, or a tensor of them) lies outside the model's vocabulary:
+    the tokenizer does not belong to the model. `forward` would fail with an IndexError deep in torch."""
+    vocab_size = model.config.get_text_config().vocab_size
+    flat = [int(i) for row in token_ids for i in row]
+    bad = [i for i in flat if not 0 <= i < vocab_size]
+    if bad:
+        raise ValueError(
+            f"Token id {max(bad, key=abs)} is outside the model's vocabulary of {vocab_size}; the tokenizer does not "
+            "match the model (load both from the same folder)."
+        )
+
+
 def _iter_texts(source: TextSource, text_column: str) -> Iterator[str]:
     if isinstance(source, (str, Path)):
         source = [Path(source)]
@@ -207,6 +220,7 @@ def _is_dataset(source: object) -> bool:
 __all__ = [
     "CHAT_TEMPLATE",
     "SPECIAL_TOKENS",
+    "check_token_ids",
     "load_tokenizer",
     "match_model_to_tokenizer",
     "model_overrides_for",

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 
 from hf_tinyllm.convert import convert_folder
+from hf_tinyllm.errors import entry_point
 
 
 @dataclass
@@ -18,7 +19,12 @@ class ConvertArguments:
     to_llama: bool = field(default=False, metadata={"help": "Write a plain LlamaForCausalLM instead of TinyLLM."})
 
 
-if __name__ == "__main__":
+@entry_point
+def main() -> None:
     (args,) = HfArgumentParser(ConvertArguments).parse_args_into_dataclasses()
     path = convert_folder(args.source, args.output_dir, to_llama=args.to_llama)
     print(f"Wrote {path}: {', '.join(sorted(p.name for p in path.iterdir()))}")
+
+
+if __name__ == "__main__":
+    main()

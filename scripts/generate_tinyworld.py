@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 
 from hf_tinyllm.data.tinyworld import TinyWorld, TinyWorldConfig, save_tinyworld, tinyworld_dataset
+from hf_tinyllm.errors import entry_point
 
 
 @dataclass
@@ -23,10 +24,15 @@ class TinyWorldArguments:
     heldout_fraction: float = field(default=0.1, metadata={"help": "Share of arithmetic problems held out."})
 
 
-if __name__ == "__main__":
+@entry_point
+def main() -> None:
     (args,) = HfArgumentParser(TinyWorldArguments).parse_args_into_dataclasses()
     fields = {k: v for k, v in vars(args).items() if k not in ("output_dir", "format")}
     config = TinyWorldConfig(**fields)
     path = save_tinyworld(tinyworld_dataset(config), args.output_dir, format=args.format)
     summary = {k: v for k, v in TinyWorld(config).summary().items() if k != "config"}
     print(f"Wrote TinyWorld to {path}:\n{json.dumps(summary, indent=2)}")
+
+
+if __name__ == "__main__":
+    main()

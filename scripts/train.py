@@ -7,8 +7,15 @@ accelerate launch --config_file configs/accelerate/ddp.yaml scripts/train.py --c
 
 import json
 
+from hf_tinyllm.errors import entry_point
 from hf_tinyllm.training import parse_train_arguments, train
 
-if __name__ == "__main__":
+
+@entry_point
+def main() -> None:
     summary = train(*parse_train_arguments())
     print(json.dumps({k: v for k, v in summary.items() if k != "arithmetic_examples"}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,14 @@ prints the held-out arithmetic exact match before and after (all `trl.SFTConfig`
 
 import json
 
+from hf_tinyllm.errors import entry_point
 from hf_tinyllm.training.sft import parse_sft_arguments, run_sft
 
-if __name__ == "__main__":
+
+@entry_point
+def main() -> None:
     print(json.dumps(run_sft(*parse_sft_arguments()), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 
 from hf_tinyllm.data.loading import load_text_dataset
+from hf_tinyllm.errors import entry_point
 from hf_tinyllm.tokenization import save_tokenizer, train_tokenizer
 
 
@@ -43,6 +44,11 @@ def main(args: TokenizerArguments) -> None:
     print(f"Trained a {len(tokenizer)}-token byte-level BPE on {args.dataset!r}; saved to {path}")
 
 
-if __name__ == "__main__":
+@entry_point
+def run() -> None:
     (parsed,) = HfArgumentParser(TokenizerArguments).parse_args_into_dataclasses()
     main(parsed)
+
+
+if __name__ == "__main__":
+    run()

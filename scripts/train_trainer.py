@@ -10,10 +10,17 @@ import json
 
 from transformers import HfArgumentParser, TrainingArguments
 
+from hf_tinyllm.errors import entry_point
 from hf_tinyllm.training import DataArguments, ModelArguments, ProbeArguments
 from hf_tinyllm.training.trainer import LoraArguments, run_trainer
 
-if __name__ == "__main__":
+
+@entry_point
+def main() -> None:
     parser = HfArgumentParser((ModelArguments, DataArguments, LoraArguments, TrainingArguments, ProbeArguments))
     metrics = run_trainer(*parser.parse_args_into_dataclasses())
     print(json.dumps(metrics, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -93,6 +93,21 @@ except ImportError:
 """
 
 
+def cli_user_error(argv: list[str], capsys) -> str:
+    """Run `tinyllm ARGV` in-process, expecting a user error: exit status 2 and one `error: ...` line, the last on
+    stderr, no traceback. Returns that line."""
+    from hf_tinyllm.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # progress bars may come before it
+    assert last.startswith("error: ") and "Traceback" not in err and err.count("error: ") == 1, err
+    return last
+
+
 def last_json_line(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import ARCHITECTURES, tiny_model
+from conftest import ARCHITECTURES, cli_user_error, tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 import hf_tinyllm  # noqa: F401  (registers TinyLLM with the Auto classes)
@@ -176,8 +176,5 @@ def test_cli_export(trained_tiny_dir, tmp_path, capsys):
 
     gpt2_dir = tmp_path / "gpt2"
     tiny_model(**ARCHITECTURES["gpt2"]).save_pretrained(gpt2_dir)
-    with pytest.raises(SystemExit) as exit_info:
-        cli_main(["export", str(gpt2_dir), str(tmp_path / "x.gguf")])
-    message = str(exit_info.value.code)
-    assert message.startswith("error: ") and "position_embedding_type" in message and "\n" not in message
+    assert "position_embedding_type" in cli_user_error(["export", str(gpt2_dir), str(tmp_path / "x.gguf")], capsys)
     assert not (tmp_path / "x.gguf").exists()

@@ -193,7 +193,7 @@ def test_llama_export_loads_without_remote_code(hub, model_folder, tmp_path):
 
 def test_training_scripts_push_to_hub(hub, tokenizer_dir, tmp_path):
     common = ["--preset", "debug", "--tokenizer", tokenizer_dir, "--tinyworld_documents", "300", "--block_size", "32",
-              "--max_steps", "2", "--report_to", "none", "--push_to_hub"]  # fmt: skip
+              "--max_steps", "2", "--warmup_steps", "0", "--report_to", "none", "--push_to_hub"]  # fmt: skip
     loop = [sys.executable, "scripts/train.py", *common, "--per_device_batch_size", "4", "--eval_documents", "5",
             "--output_dir", str(tmp_path / "loop"), "--hub_model_id", "tester/from-loop"]  # fmt: skip
     trainer = [sys.executable, "scripts/train_trainer.py", *common, "--per_device_train_batch_size", "4", "--use_cpu",

@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import cli_user_error, tiny_model
 from torch import nn
 
 from hf_tinyllm.explain import main as explain_main
@@ -380,12 +380,11 @@ def test_gradients_topic_on_a_trained_model(trained_tiny_dir, tmp_path, capsys):
     assert data["batch_texts"] == ["the king ate bread.", "one plus one equals two."]
 
 
-def test_a_word_outside_a_word_level_vocabulary_is_a_one_line_error(word_tokenizer, tmp_path):
+def test_a_word_outside_a_word_level_vocabulary_is_a_one_line_error(word_tokenizer, tmp_path, capsys):
     folder = tmp_path / "word_model"
     tiny_model().save_pretrained(folder)
     word_tokenizer.save_pretrained(folder)
-    for extra in (["--word", "queen"], ["--word", "w5", "--analogy", "w4,w5"]):
-        with pytest.raises(SystemExit) as exit_info:
-            explain_main(["geometry", str(folder), "--output_dir", str(tmp_path / "out"), *extra])
-        message = str(exit_info.value.code)
-        assert message.startswith("error:") and "\n" not in message
+    for extra, word in ((["--word", "queen"], "queen"), (["--word", "w5", "--analogy", "w4,w5"], "w4,w5")):
+        message = cli_user_error(["explain", "geometry", str(folder), "--output_dir", str(tmp_path / "out"), *extra],
+                                 capsys)  # fmt: skip
+        assert word in message

@@ -65,8 +65,8 @@ def test_probe_matches_evaluate_model_and_leaves_the_model_as_found(trained_tiny
 def probe_flags(init_from) -> list[str]:
     """lr 0: both hosts keep the saved weights, so their probes must agree number for number."""
     return ["--init_from", str(init_from), "--tokenizer", str(init_from), "--tinyworld_documents", "600",
-            "--block_size", "32", "--max_steps", "2", "--learning_rate", "0", "--probe_steps", "2",
-            "--probe_documents", "5", "--probe_problems", "12", "--seed", "0"]  # fmt: skip
+            "--block_size", "32", "--max_steps", "2", "--warmup_steps", "0", "--learning_rate", "0",
+            "--probe_steps", "2", "--probe_documents", "5", "--probe_problems", "12", "--seed", "0"]  # fmt: skip
 
 
 def test_the_loop_and_the_trainer_record_the_same_probe(tmp_path, trained_tiny_dir):

@@ -2,6 +2,7 @@
 of `evaluate_model`, answer by answer, and next-word scores that are the model's own log-probabilities."""
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import cli_user_error
 from datasets import DatasetDict
 from lm_eval import simple_evaluate
 from lm_eval.models.huggingface import HFLM
@@ -145,10 +147,12 @@ def test_bad_counts_and_folders_are_refused_with_the_fix(tmp_path, capsys):
     assert len(read_jsonl(write_lm_eval_task(first, num_problems=5, num_documents=2) / "arithmetic.jsonl")) == 5
     recipe = tmp_path / "text.yaml"
     recipe.write_text(yaml.safe_dump({"dataset": "corpus.txt"}))
-    with pytest.raises(SystemExit, match=r"trains on 'corpus\.txt'; the task needs a TinyWorld recipe"):
-        cli_main(["lm-eval-task", str(tmp_path / "other"), "--recipe", str(recipe)])
-    with pytest.raises(SystemExit, match=r"missing\.yaml does not exist"):
-        cli_main(["lm-eval-task", str(tmp_path / "other"), "--recipe", str(recipe.with_name("missing.yaml"))])
-    with pytest.raises(SystemExit, match=r"num_problems=0, .* from 1 to 84"):
-        cli_main(["lm-eval-task", str(tmp_path / "other"), "--num_problems", "0"])
+    other = str(tmp_path / "other")
+    message = cli_user_error(["lm-eval-task", other, "--recipe", str(recipe)], capsys)
+    assert re.search(r"trains on 'corpus\.txt'; the task needs a TinyWorld recipe", message)
+    message = cli_user_error(["lm-eval-task", other, "--recipe", str(recipe.with_name("missing.yaml"))], capsys)
+    assert re.search(r"missing\.yaml does not exist", message)
+    assert re.search(
+        r"num_problems=0, .* from 1 to 84", cli_user_error(["lm-eval-task", other, "--num_problems", "0"], capsys)
+    )
     assert not (tmp_path / "other").exists()

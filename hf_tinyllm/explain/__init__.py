@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import USAGE_ERROR_STATUS
 from ..insight.model_parts import InsightError
 
 TOPICS = {
@@ -76,14 +77,12 @@ def build_parser(topic: str) -> argparse.ArgumentParser:
 def main(argv: list[str]) -> None:
     if not argv or argv[0] not in TOPICS:
         lines = "\n".join(f"  {name:<10} {text}" for name, text in TOPICS.items())
-        sys.exit(f"usage: tinyllm explain TOPIC MODEL [options]  (tinyllm explain TOPIC --help)\n{lines}")
+        print(f"usage: tinyllm explain TOPIC MODEL [options]  (tinyllm explain TOPIC --help)\n{lines}", file=sys.stderr)
+        sys.exit(USAGE_ERROR_STATUS)
     topic = argv[0]
     args = build_parser(topic).parse_args(argv[1:])
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    try:
-        report, data = importlib.import_module(f".{topic}", __name__).run(args)
-    except InsightError as err:
-        sys.exit(f"error: {err}")
+    report, data = importlib.import_module(f".{topic}", __name__).run(args)
     print(json.dumps(to_jsonable(data), indent=2) if args.json else report)
 
 

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..tokenization import check_token_ids
+
 
 class InsightError(ValueError):
     """A bad input to an insight function (a word, a prompt, a model without a needed part), said in one line."""
@@ -76,12 +78,10 @@ def encode_prompt(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
 
 
 def check_ids(model: PreTrainedModel, ids: torch.Tensor) -> None:
-    vocab_size = model.config.get_text_config().vocab_size
-    if ids.numel() and (int(ids.max()) >= vocab_size or int(ids.min()) < 0):
-        raise InsightError(
-            f"Token id {int(ids.max())} is outside the model's vocabulary of {vocab_size}; the tokenizer does not "
-            "match the model (load both from the same folder)."
-        )
+    try:
+        check_token_ids(model, ids.tolist())
+    except ValueError as err:
+        raise InsightError(str(err)) from None
 
 
 def word_token_ids(tokenizer: PreTrainedTokenizerBase, word: str) -> list[int]:

@@ -1,12 +1,17 @@
 """The training script's arguments: typed dataclasses for `HfArgumentParser`, from the command line or a YAML file
 (`python scripts/train.py --config run.yaml --max_steps 100`: the file sets defaults, flags override them)."""
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, SchedulerType
+
+OPTIMIZERS = ("adamw", "muon")
+MIXED_PRECISIONS = ("no", "bf16", "fp16")
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention", "flash_attention_2")
 
 
 @dataclass
@@ -23,6 +28,31 @@ class ModelArguments:
         default="sdpa", metadata={"help": "eager, sdpa, flex_attention, flash_attention_2."}
     )
 
+    def __post_init__(self) -> None:
+        from ..presets import PRESETS
+
+        if self.init_from is None and self.preset not in PRESETS:
+            raise ValueError(f"--preset {self.preset!r} is unknown; choose one of {sorted(PRESETS)}.")
+        _check_choice("attn_implementation", self.attn_implementation, ATTENTION_IMPLEMENTATIONS)
+        if self.model_overrides is not None:
+            try:
+                overrides = json.loads(self.model_overrides)
+            except json.JSONDecodeError as err:
+                example = '{"num_hidden_layers": 2}'
+                raise ValueError(f"--model_overrides is not valid JSON ({err}); e.g. '{example}'.") from None
+            if not isinstance(overrides, dict):
+                raise ValueError("--model_overrides must be a JSON object of TinyLLMConfig fields.")
+
+    def model_config(self):
+        """The config of the model the run will build (without the tokenizer's vocabulary and special ids)."""
+        if self.init_from is not None:
+            from transformers import AutoConfig
+
+            return AutoConfig.from_pretrained(self.init_from)
+        from ..presets import preset_config
+
+        return preset_config(self.preset, **json.loads(self.model_overrides or "{}"))
+
 
 @dataclass
 class DataArguments:
@@ -30,6 +60,7 @@ class DataArguments:
         default="tinyworld", metadata={"help": "'tinyworld', files/folder, save_to_disk folder or Hub name."}
     )
     text_column: str = field(default="text")
+    encoding: str = field(default="utf-8", metadata={"help": "Text encoding of txt/json/jsonl/csv files."})
     tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer folder; default: train one on the data."})
     vocab_size: int = field(default=2048, metadata={"help": "Vocabulary of the tokenizer trained when none is given."})
     block_size: int = field(default=128, metadata={"help": "Tokens per packed training block."})
@@ -42,6 +73,15 @@ class DataArguments:
     tinyworld_weights: str | None = field(
         default=None, metadata={"help": "TinyWorld family mix as JSON, e.g. '{\"arithmetic\": 1}' for arithmetic only."}
     )
+
+    def __post_init__(self) -> None:
+        _check_at_least("block_size", self.block_size, 2)
+        _check_at_least("vocab_size", self.vocab_size, 8)
+        _check_at_least("tinyworld_documents", self.tinyworld_documents, 1)
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"--validation_fraction={self.validation_fraction} must be in (0, 1), e.g. 0.02.")
+        if self.num_proc is not None:
+            _check_at_least("num_proc", self.num_proc, 1)
 
 
 @dataclass
@@ -63,6 +103,31 @@ class OptimArguments:
     gradient_accumulation_steps: int = field(default=1)
     max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the global gradient norm; 0 disables."})
     mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (with loss scaling)."})
+
+    def __post_init__(self) -> None:
+        if not self.adam_epsilon > 0:
+            raise ValueError(f"--adam_epsilon={self.adam_epsilon} must be > 0, e.g. 1e-8.")
+        # A learning rate of 0 is allowed: it runs the loop (evaluation, probes) on frozen weights.
+        for name in ("learning_rate", "muon_learning_rate", "weight_decay", "max_grad_norm", "min_lr_ratio"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"--{name}={getattr(self, name)} must be >= 0.")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"--{name}={getattr(self, name)} must be in [0, 1), e.g. 0.9 or 0.95.")
+        if self.max_steps == 0:
+            raise ValueError("--max_steps=0: nothing to train; pass --max_steps 1 or more.")
+        _check_at_least("max_steps", self.max_steps, 1)
+        _check_at_least("warmup_steps", self.warmup_steps, 0)
+        if self.warmup_steps >= self.max_steps:
+            raise ValueError(
+                f"--warmup_steps={self.warmup_steps} must be below --max_steps={self.max_steps}: the warmup would "
+                "never end; lower it (e.g. to 10% of max_steps) or raise max_steps."
+            )
+        _check_at_least("per_device_batch_size", self.per_device_batch_size, 1)
+        _check_at_least("gradient_accumulation_steps", self.gradient_accumulation_steps, 1)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("lr_scheduler_type", self.lr_scheduler_type, tuple(s.value for s in SchedulerType))
+        _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
 
 
 @dataclass
@@ -92,6 +157,25 @@ class RunArguments:
         default=None, metadata={"help": "Stop (with a checkpoint) after N steps: tests."}
     )
 
+    def __post_init__(self) -> None:
+        for name in ("eval_steps", "logging_steps", "save_steps", "skip_nonfinite_steps"):
+            _check_at_least(name, getattr(self, name), 0)
+        _check_at_least("eval_documents", self.eval_documents, 1)
+        _check_at_least("save_total_limit", self.save_total_limit, 1)
+        if self.stop_after_steps is not None:
+            _check_at_least("stop_after_steps", self.stop_after_steps, 1)
+        output_dir = Path(self.output_dir)
+        if output_dir.exists() and not output_dir.is_dir():
+            raise ValueError(f"--output_dir {output_dir} is a file; pass a folder path (it is created if missing).")
+        resume = self.resume_from_checkpoint
+        if resume is not None and resume != "latest" and not Path(resume).is_dir():
+            raise FileNotFoundError(
+                f"--resume_from_checkpoint {resume} is not a checkpoint folder; pass one of "
+                f"{output_dir}/checkpoint-* or 'latest'."
+            )
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id user/name.")
+
 
 @dataclass
 class ProbeArguments:
@@ -106,6 +190,12 @@ class ProbeArguments:
         default=0,
         metadata={"help": "Held-out and as many trained arithmetic problems per probe (a seeded sample); 0: all."},
     )
+
+    def __post_init__(self) -> None:
+        for name in ("probe_steps", "probe_problems"):
+            _check_at_least(name, getattr(self, name), 0)
+        for name in ("probe_documents", "probe_batch_size"):
+            _check_at_least(name, getattr(self, name), 1)
 
 
 TrainArguments = tuple[ModelArguments, DataArguments, OptimArguments, RunArguments, ProbeArguments]
@@ -135,4 +225,33 @@ def parse_train_arguments(argv: list[str] | None = None) -> TrainArguments:
         if unknown:
             raise ValueError(f"{path} has unknown fields {unknown}; see `python scripts/train.py --help`.")
         parser.set_defaults(**values)
-    return parser.parse_args_into_dataclasses(args=argv)
+    args = parser.parse_args_into_dataclasses(args=argv)
+    validate_train_arguments(*args)
+    return args
+
+
+def validate_train_arguments(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    optim_args: OptimArguments,
+    run_args: RunArguments,
+    probe_args: ProbeArguments | None = None,
+) -> None:
+    """The checks that span several argument groups, before any work: the block fits the model's positions."""
+    max_positions = model_args.model_config().max_position_embeddings
+    if data_args.block_size > max_positions:
+        source = model_args.init_from or f"the {model_args.preset!r} preset"
+        raise ValueError(
+            f"--block_size={data_args.block_size} is larger than the max_position_embeddings={max_positions} of "
+            f"{source}; use --block_size {max_positions} or less, or a model with more positions."
+        )
+
+
+def _check_at_least(name: str, value: int, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"--{name}={value!r} must be an integer >= {minimum}.")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"--{name}={value!r} is not supported; choose one of {list(choices)}.")

@@ -1,0 +1,146 @@
+"""One edge for user errors: every bad input to a script or `tinyllm` subcommand ends in a single
+`error: <what and how to fix it>` line and exit status 2, before any work; `--debug` / TINYLLM_DEBUG=1 show the
+traceback instead. The table holds every argument rule of the training script."""
+
+import os
+import runpy
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO_ROOT, cli_user_error, tiny_model
+from transformers import AutoTokenizer
+
+from hf_tinyllm.errors import entry_point, format_user_error
+from hf_tinyllm.evaluation import evaluate_model, generate_answers
+
+
+def script_user_error(script: str, argv: list[str], capsys, monkeypatch) -> str:
+    """Run scripts/SCRIPT in-process as `__main__`, expecting exit status 2 and one `error: ...` line last on stderr."""
+    monkeypatch.setattr(sys, "argv", [script, *argv])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(REPO_ROOT / "scripts" / script), run_name="__main__")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "Traceback" not in err and err.count("error: ") == 1, err
+    return last
+
+
+TRAIN_ARGUMENT_ERRORS = [
+    (["--learning_rate", "-1"], "--learning_rate=-1.0 must be >= 0"),
+    (["--max_steps", "0"], "--max_steps=0: nothing to train; pass --max_steps 1 or more"),
+    (["--max_steps", "-3"], "--max_steps=-3 must be an integer >= 1"),
+    (["--block_size", "100000"], "--block_size=100000 is larger than the max_position_embeddings=256 of the 'nano'"),
+    (["--block_size", "1"], "--block_size=1 must be an integer >= 2"),
+    (["--warmup_steps", "600", "--max_steps", "500"], "--warmup_steps=600 must be below --max_steps=500"),
+    (["--per_device_batch_size", "0"], "--per_device_batch_size=0 must be an integer >= 1"),
+    (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps=0 must be an integer >= 1"),
+    (["--optimizer", "sgd"], "--optimizer='sgd' is not supported; choose one of ['adamw', 'muon']"),
+    (["--lr_scheduler_type", "cosnie"], "--lr_scheduler_type='cosnie' is not supported; choose one of"),
+    (["--mixed_precision", "fp8"], "--mixed_precision='fp8' is not supported; choose one of ['no', 'bf16', 'fp16']"),
+    (["--adam_beta2", "1.5"], "--adam_beta2=1.5 must be in [0, 1)"),
+    (["--weight_decay", "-0.1"], "--weight_decay=-0.1 must be >= 0"),
+    (["--preset", "giant"], "--preset 'giant' is unknown; choose one of"),
+    (["--attn_implementation", "magic"], "--attn_implementation='magic' is not supported"),
+    (["--model_overrides", "{layers: 2}"], "--model_overrides is not valid JSON"),
+    (["--validation_fraction", "1.5"], "--validation_fraction=1.5 must be in (0, 1)"),
+    (["--resume_from_checkpoint", "no/such/checkpoint"], "--resume_from_checkpoint no/such/checkpoint is not a"),
+    (["--output_dir", "README.md"], "--output_dir README.md is a file; pass a folder path"),
+    (["--eval_documents", "0"], "--eval_documents=0 must be an integer >= 1"),
+    (["--push_to_hub"], "--push_to_hub needs --hub_model_id user/name"),
+    (["--probe_batch_size", "0"], "--probe_batch_size=0 must be an integer >= 1"),
+    (["--config", "missing.yaml"], "Config file missing.yaml does not exist"),
+    (["--max_stpes", "3"], "Some specified arguments are not used by the HfArgumentParser: ['--max_stpes', '3']"),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"), TRAIN_ARGUMENT_ERRORS, ids=[" ".join(a) for a, _ in TRAIN_ARGUMENT_ERRORS]
+)
+def test_train_script_argument_errors(argv, message, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(REPO_ROOT)
+    if "--output_dir" not in argv:
+        argv = [*argv, "--output_dir", str(tmp_path / "run")]
+    assert message in script_user_error("train.py", argv, capsys, monkeypatch)
+    assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_the_real_process_exits_2_with_one_line_and_debug_shows_the_traceback(tmp_path):
+    cmd = [sys.executable, "scripts/train.py", "--learning_rate", "-1", "--output_dir", str(tmp_path / "run")]
+    env = {k: v for k, v in os.environ.items() if k != "TINYLLM_DEBUG"}
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["error: --learning_rate=-1.0 must be >= 0."]
+    debug = subprocess.run([*cmd, "--debug"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "learning_rate=-1.0" in debug.stderr
+
+
+def test_debug_mode_and_what_counts_as_a_user_error(monkeypatch, capsys):
+    @entry_point
+    def fails(error: BaseException) -> None:
+        raise error
+
+    monkeypatch.setattr(sys, "argv", ["prog"])
+    monkeypatch.delenv("TINYLLM_DEBUG", raising=False)
+    missing = ModuleNotFoundError("No module named 'gradio'", name="gradio")
+    for error in (ValueError("bad value"), FileNotFoundError("no such file"), missing):
+        with pytest.raises(SystemExit) as exit_info:
+            fails(error)
+        assert exit_info.value.code == 2
+    assert "pip install gradio" in capsys.readouterr().err
+    with pytest.raises(KeyError):  # a bug keeps its traceback
+        fails(KeyError("bug"))
+    monkeypatch.setenv("TINYLLM_DEBUG", "1")
+    with pytest.raises(ValueError, match="bad value"):
+        fails(ValueError("bad value"))
+    monkeypatch.delenv("TINYLLM_DEBUG")
+    # `--debug VALUE` is transformers' TrainingArguments.debug: left to the script; a bare `--debug` is ours.
+    monkeypatch.setattr(sys, "argv", ["prog", "--debug", "underflow_overflow"])
+    with pytest.raises(SystemExit):
+        fails(ValueError("bad value"))
+    assert sys.argv == ["prog", "--debug", "underflow_overflow"]
+    monkeypatch.setattr(sys, "argv", ["prog", "--debug", "--other"])
+    with pytest.raises(ValueError):
+        fails(ValueError("bad value"))
+    assert sys.argv == ["prog", "--other"]
+    assert format_user_error(FileNotFoundError(2, "No such file or directory", "x.txt")) == (
+        "error: x.txt: No such file or directory"
+    )
+
+
+def test_tinyllm_without_a_command_is_usage_status_2(capsys):
+    from hf_tinyllm.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["frobnicate"])
+    assert exit_info.value.code == 2 and "usage: tinyllm" in capsys.readouterr().err
+
+
+@pytest.fixture
+def mismatched(word_tokenizer):
+    """A 99-token word tokenizer with one extra word, next to a model that knows 99 tokens."""
+    word_tokenizer.add_tokens(["zebra"])
+    return tiny_model(), word_tokenizer
+
+
+def test_token_ids_outside_the_vocabulary_are_named_by_evaluation(mismatched):
+    model, tokenizer = mismatched
+    with pytest.raises(ValueError, match="Token id 99 is outside the model's vocabulary of 99; the tokenizer does not"):
+        evaluate_model(model, tokenizer, [{"text": "w5 zebra w6"}])
+    with pytest.raises(ValueError, match="Token id 99 is outside the model's vocabulary of 99"):
+        generate_answers(model, tokenizer, ["w5 zebra"])
+    with torch.no_grad(), pytest.raises(IndexError):  # forward itself stays as in transformers: torch's IndexError
+        model(torch.tensor([[99]]))
+
+
+def test_token_ids_outside_the_vocabulary_are_a_cli_error(mismatched, tmp_path, capsys):
+    model, tokenizer = mismatched
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    assert AutoTokenizer.from_pretrained(tmp_path / "model").convert_tokens_to_ids("zebra") == 99
+    message = cli_user_error(["explain", "next", str(tmp_path / "model"), "--prompt", "w5 zebra",
+                              "--output_dir", str(tmp_path / "out")], capsys)  # fmt: skip
+    assert "Token id 99 is outside the model's vocabulary of 99" in message
