@@ -4,10 +4,16 @@ studio page as a Space (`push_space`, the files from `hf_tinyllm.studio.space`).
 
 The local model folder is never modified: the repository's contents are staged in a temporary folder. The token
 comes from the usual places (the `token` argument, `HF_TOKEN`, `hf auth login`) and is never printed or written.
+
+A push whose connection drops midway raises `PushInterruptedError`. The Hub applies a commit whole or not at all, so
+the repository has either all of the push or none of it, and running the same push again finishes it: LFS objects
+that were fully uploaded are not sent again, and files already on the Hub make no new commit. huggingface_hub 2.4
+retries a dropped LFS transfer 5 times (waiting 1, 2, 4, 8 and 8 s) before it gives up; it does not retry the commit.
 """
 
 import logging
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,21 +23,29 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError, RepositoryNotFoundError
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from .errors import UserError
 from .model_card import TRAINING_RECORDS, write_model_card
 from .tokenization import write_tokenizer_files
 
 try:  # the HTTP client of huggingface_hub 2.x; its transport errors are not OSErrors
-    from httpx2 import TransportError
+    from httpx2 import ConnectError, ConnectTimeout, TransportError
 except ImportError:  # pragma: no cover - another huggingface_hub HTTP stack
-    TransportError = OSError
+    TransportError, ConnectError, ConnectTimeout = OSError, ConnectionRefusedError, TimeoutError
 
 logger = logging.getLogger(__name__)
 NETWORK_ERRORS = (OSError, TransportError)  # connection refused, DNS failure, timeouts
+# The request never reached the server, versus a connection that failed once established (reset, cut, timed out).
+UNREACHABLE_ERRORS = (ConnectError, ConnectTimeout, ConnectionRefusedError, socket.gaierror)
+DROPPED_ERRORS = (TransportError, ConnectionError, TimeoutError)
 MODEL_FILES_SKIPPED = {"README.md"}  # regenerated for the repository
 
 
-class HubError(RuntimeError):
+class HubError(UserError, RuntimeError):
     """A push that could not happen, with what to do about it."""
+
+
+class PushInterruptedError(HubError, ConnectionError):
+    """The connection dropped while a push was under way; the same push run again finishes it."""
 
 
 def _logged_in(token: str | None) -> tuple[HfApi, str]:
@@ -51,25 +65,49 @@ def _logged_in(token: str | None) -> tuple[HfApi, str]:
     return api, user
 
 
+def _explain(err: BaseException, repo_id: str, endpoint: str, context: str = "") -> HubError | None:
+    """The `HubError` saying what `err`, raised while writing to `repo_id`, means and what to do; None if unknown.
+
+    A failed LFS transfer reaches us wrapped (`RuntimeError("Error while uploading 'x' to the Hub.")` from the
+    transport error), so the cause chain is followed, its messages kept as `context`."""
+    if isinstance(err, HFValidationError):
+        return HubError(f"{repo_id!r} is not a valid repository id: use user/name ({err}).")
+    if isinstance(err, RepositoryNotFoundError):
+        return HubError(f"Repository {repo_id} not found or not accessible with this token.")
+    if isinstance(err, HfHubHTTPError):
+        status = err.response.status_code if err.response is not None else "?"
+        if status == 403:
+            return HubError(
+                f"No permission to write to {repo_id} with this token (403); push to a repository you own, or "
+                "use a token with write access."
+            )
+        return HubError(f"The Hub refused the push to {repo_id} ({status}): {context}{err}")
+    if isinstance(err, UNREACHABLE_ERRORS):
+        return HubError(f"Cannot reach the Hugging Face Hub at {endpoint} ({context}{err}); nothing was pushed.")
+    if isinstance(err, DROPPED_ERRORS):
+        detail = " ".join(f"{context}{type(err).__name__}: {err}".split())
+        return PushInterruptedError(
+            f"The push to {repo_id} was interrupted: the connection failed during the upload to {endpoint} "
+            f"({detail}). The local folder is unchanged and {repo_id} has either all of this push or none of it "
+            "(a commit lands whole or not at all): run the same push again to finish."
+        )
+    if err.__cause__ is not None:
+        return _explain(err.__cause__, repo_id, endpoint, f"{context}{err} ")
+    return None
+
+
 @contextmanager
 def _hub_errors(repo_id: str, endpoint: str) -> Iterator[None]:
     """Turn the client's errors while writing to `repo_id` into `HubError`s that say what to do."""
     try:
         yield
-    except HFValidationError as err:
-        raise HubError(f"{repo_id!r} is not a valid repository id: use user/name ({err}).") from err
-    except RepositoryNotFoundError as err:
-        raise HubError(f"Repository {repo_id} not found or not accessible with this token.") from err
-    except HfHubHTTPError as err:
-        status = err.response.status_code if err.response is not None else "?"
-        if status == 403:
-            raise HubError(
-                f"No permission to write to {repo_id} with this token (403); push to a repository you own, or "
-                "use a token with write access."
-            ) from err
-        raise HubError(f"The Hub refused the push to {repo_id} ({status}): {err}") from err
-    except NETWORK_ERRORS as err:
-        raise HubError(f"Cannot reach the Hugging Face Hub at {endpoint} ({err}); nothing was pushed.") from err
+    except HubError:
+        raise
+    except Exception as err:
+        explained = _explain(err, repo_id, endpoint)
+        if explained is None:
+            raise
+        raise explained from err
 
 
 def stage_repository(
@@ -201,4 +239,4 @@ def push_folder(folder: str | Path, repo_id: str | None, **options) -> str:
     return push(folder, repo_id, **options)
 
 
-__all__ = ["HubError", "push", "push_folder", "push_space", "stage_repository"]
+__all__ = ["HubError", "PushInterruptedError", "push", "push_folder", "push_space", "stage_repository"]

@@ -30,6 +30,12 @@ them into a conftest.py (`from fake_hub import fake_hub, hub_env  # noqa: F401`)
 `hub.endpoints_used()` gives route templates such as "POST /api/models/{repo}/commit/{rev}" or
 "GET cdn:/lfs-cdn/{oid}".
 
+Faults: `hub.drop_uploads(after_bytes=N, times=K, kind="commit"|"lfs"|"any")` makes the server read N bytes of the
+body of each of the next K uploads (a commit POST, which carries regular files base64-inline, or an LFS PUT of an
+object or a part), then reset the connection without answering: the request is never handled. A body that ends
+before its Content-Length (the client went away) is never handled either, so a commit lands whole or not at all.
+Both are recorded with status `DROPPED`.
+
 Not implemented: Xet (uploads need `HF_HUB_DISABLE_XET=1`, which `client_env` sets; downloads never see Xet headers),
 `.gitignore` handling in preupload (`shouldIgnore` is always false), tags, discussions beyond PR refs, gated repos,
 organisations beyond a name -> members map, spaces/datasets specifics (the repo type is kept in paths and state only).
@@ -45,6 +51,8 @@ import os
 import re
 import secrets
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -65,6 +73,7 @@ DEFAULT_TOKENS = {"hf_test_token": "tester", "hf_other": "intruder"}
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024  # the Hub stores files of 10 MiB and more in LFS
 SAMPLE_SIZE = 512  # the client sends the first 512 bytes of each file to `preupload`
 DEFAULT_BRANCH = "main"
+DROPPED = 0  # the recorded status of a request whose connection was dropped before it was handled
 
 # The `.gitattributes` of the Hub's initial commit.
 LFS_PATTERNS = (
@@ -116,6 +125,7 @@ _PR_REF_RE = re.compile(r"refs/pr/(\d+)")
 # Same regex as `huggingface_hub.repocard.REGEX_YAML_BLOCK`.
 _YAML_BLOCK_RE = re.compile(r"^(\s*---[\r\n]+)([\S\s]*?)([\r\n]+---(\r\n|\n|$))")
 _LFS_BATCH_RE = re.compile(r"/(?:(datasets|spaces)/)?([^/]+)/([^/]+)\.git/info/lfs/objects/batch")
+_COMMIT_RE = re.compile(r"/api/(models|datasets|spaces)/[^/]+/[^/]+/commit/.+")
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -219,7 +229,7 @@ class RecordedRequest:
     port: str  # "api" or "cdn"
     path: str  # as sent, without the query string
     authorized: bool  # whether an Authorization header was present (valid or not)
-    status: int
+    status: int  # DROPPED (0): the connection was reset before the request was handled
     endpoint: str  # the route: "POST /api/models/{repo}/commit/{rev}", "PUT cdn:/lfs-upload/{oid}"
     known: bool  # False for a route the fake does not implement
 
@@ -236,6 +246,28 @@ class HubError(Exception):
 
 class _UnknownRoute(Exception):
     pass
+
+
+class _IncompleteBody(Exception):
+    """The connection closed before the whole request body arrived."""
+
+
+@dataclass
+class UploadFault:
+    """Drop the connection after `after_bytes` bytes of the body of each of the next `times` uploads of `kind`."""
+
+    after_bytes: int
+    times: int = 1
+    kind: str = "any"  # "commit", "lfs" or "any"
+
+
+def _upload_route(method: str, role: str, path: str) -> tuple[str, str] | None:
+    """(kind, route template) of a request that carries file bytes, or None."""
+    if role == "api" and method == "POST" and (match := _COMMIT_RE.fullmatch(path)):
+        return "commit", f"/api/{match.group(1)}/{{repo}}/commit/{{rev}}"
+    if role == "cdn" and method == "PUT" and path.startswith("/lfs-upload/"):
+        return "lfs", "/lfs-upload/{oid}/part/{n}" if "/part/" in path else "/lfs-upload/{oid}"
+    return None
 
 
 @dataclass
@@ -316,28 +348,65 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # silence the default stderr access log
         pass
 
+    def _read_exactly(self, size: int) -> bytes:
+        data = self.rfile.read(size)
+        if len(data) < size:
+            raise _IncompleteBody
+        return data
+
     def _read_body(self) -> bytes:
+        """The whole request body; `_IncompleteBody` if the connection ends first (never handle half a body)."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             chunks = []
             while True:
-                size = int(self.rfile.readline(65537).split(b";")[0].strip() or b"0", 16)
+                line = self.rfile.readline(65537)
+                if not line.endswith(b"\n"):
+                    raise _IncompleteBody
+                size = int(line.split(b";")[0].strip() or b"0", 16)
                 if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
+                    while (trailer := self.rfile.readline(65537)) not in (b"\r\n", b"\n"):
+                        if not trailer:
+                            raise _IncompleteBody
                     return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(65537)
+                chunks.append(self._read_exactly(size))
+                self._read_exactly(2)  # the CRLF after the chunk
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        return self._read_exactly(length) if length else b""
+
+    def _drop(self, route: str, after_bytes: int | None) -> None:
+        """Read up to `after_bytes` of the body (None or no Content-Length: nothing more), record the request, and
+        reset the connection without answering."""
+        length = self.headers.get("Content-Length")
+        if after_bytes is not None and length:
+            self.rfile.read(min(after_bytes, int(length)))
+        authorized = self.headers.get("Authorization") is not None
+        endpoint = f"{self.command} {'cdn:' if self.role == 'cdn' else ''}{route}"
+        self.hub._append_record(RecordedRequest(self.command, self.role, urlsplit(self.path).path, authorized,
+                                                DROPPED, endpoint, True))  # fmt: skip
+        # SO_LINGER 0: closing sends a reset (no FIN), as a failing proxy or network does, whatever the client is
+        # doing; socketserver's own shutdown of the closed socket is a no-op.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
 
     def _dispatch(self) -> None:
         split = urlsplit(self.path)
+        upload = _upload_route(self.command, self.role, split.path)
+        fault = self.hub._take_fault(upload[0]) if upload else None
+        if fault is not None:
+            self._drop(upload[1], fault.after_bytes)
+            return
+        try:
+            body = self._read_body()  # always drain the body, or the next request on this connection breaks
+        except _IncompleteBody:
+            self._drop(upload[1] if upload else split.path, None)
+            return
         req = _Request(
             method=self.command,
             role=self.role,
             raw_path=split.path,
             query=parse_qs(split.query, keep_blank_values=True),
-            body=self._read_body(),  # always drain the body, or the next request on this connection breaks
+            body=body,
             headers=self.headers,
         )
         resp = self.hub._handle(req)
@@ -370,6 +439,7 @@ class FakeHub:
         self._tokens = dict(DEFAULT_TOKENS if tokens is None else tokens)
         self._orgs = {name: set(members) for name, members in (orgs or {}).items()}
         self.multipart_chunk_size = multipart_chunk_size
+        self._faults: list[UploadFault] = []
         self._lock = threading.RLock()
         self._repos: dict[tuple[str, str], _Repo] = {}
         self._commits: dict[str, Commit] = {}
@@ -428,6 +498,25 @@ class FakeHub:
     def endpoints_used(self) -> set[str]:
         """The routes the recorded requests used, e.g. "HEAD /{repo}/resolve/{rev}/config.json"."""
         return {r.endpoint for r in self.requests}
+
+    def drop_uploads(self, after_bytes: int, times: int = 1, kind: str = "any") -> None:
+        """Reset the connection after `after_bytes` bytes of the body of each of the next `times` uploads of `kind`:
+        "commit" (the commit POST, regular files inline), "lfs" (a PUT of an LFS object or part) or "any"."""
+        if kind not in ("commit", "lfs", "any") or after_bytes < 0 or times < 1:
+            raise ValueError(f"drop_uploads(after_bytes={after_bytes}, times={times}, kind={kind!r}): need "
+                             'after_bytes >= 0, times >= 1 and kind "commit", "lfs" or "any"')  # fmt: skip
+        with self._lock:
+            self._faults.append(UploadFault(after_bytes, times, kind))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    @property
+    def pending_faults(self) -> int:
+        """How many upload drops are still armed."""
+        with self._lock:
+            return sum(fault.times for fault in self._faults)
 
     def add_token(self, token: str, username: str) -> None:
         with self._lock:
@@ -638,6 +727,20 @@ class FakeHub:
         self._record(req, resp.status)
         return resp
 
+    def _take_fault(self, kind: str) -> UploadFault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.kind in (kind, "any"):
+                    fault.times -= 1
+                    if fault.times == 0:
+                        self._faults.remove(fault)
+                    return fault
+            return None
+
+    def _append_record(self, record: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(record)
+
     def _record(self, req: _Request, status: int) -> None:
         path = req.route
         if path is None:  # not routed (unknown route, or refused first): normalise the path itself
@@ -649,8 +752,7 @@ class FakeHub:
         record = RecordedRequest(
             req.method, req.role, req.raw_path, req.authorization is not None, status, endpoint, req.known
         )
-        with self._lock:
-            self._requests.append(record)
+        self._append_record(record)
 
     def _authenticate(self, req: _Request) -> str | None:
         header = req.authorization
