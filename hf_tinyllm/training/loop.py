@@ -29,6 +29,7 @@ from .data import prepare_training_data
 from .model import build_training_model
 from .optim import build_optimizers, build_schedulers
 from .probes import build_probe, embedding_optimizer
+from .sharding import configure_sharding, device_arguments, measure_whole, whole_model
 from .throughput import matmul_parameters, matmul_peak_flops, training_flops_per_token
 
 
@@ -114,13 +115,13 @@ def train(
 ) -> dict:
     output_dir = Path(run_args.output_dir)
     accelerator = Accelerator(
-        # Accelerate only forms a multi-process CPU group (gloo) when told it runs on CPU.
-        cpu=not torch.accelerator.is_available(),
+        **device_arguments(),
         mixed_precision=optim_args.mixed_precision,
         log_with=_trackers(run_args.report_to, output_dir),
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    configure_sharding(accelerator, optim_args)
     set_seed(run_args.seed)
     if run_args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -145,6 +146,8 @@ def train(
             f"{len(data.train_blocks)} training blocks cannot fill one batch of {optim_args.per_device_batch_size}; "
             "lower per_device_batch_size or block_size, or add data."
         )
+    parameters = model.num_parameters()  # counted before prepare: ZeRO-3 leaves empty placeholders
+    flops_per_token = training_flops_per_token(model.config, matmul_parameters(model), data_args.block_size)
     model, dataloader, *optimizers = accelerator.prepare(model, dataloader, *optimizers)
     if run_args.torch_compile:
         model = torch.compile(model)
@@ -163,7 +166,6 @@ def train(
         optim_args.per_device_batch_size * data_args.block_size * optim_args.gradient_accumulation_steps
         * accelerator.num_processes
     )  # fmt: skip
-    flops_per_token = training_flops_per_token(unwrapped.config, matmul_parameters(unwrapped), data_args.block_size)
     peak = matmul_peak_flops(accelerator.device.type, torch.bfloat16 if optim_args.mixed_precision == "bf16" else
                              torch.float32) * accelerator.num_processes  # fmt: skip
     history: list[dict] = []
@@ -177,21 +179,19 @@ def train(
     window_start, window_tokens = time.perf_counter(), 0
 
     def evaluate_now() -> dict:
-        if not accelerator.is_main_process:
-            accelerator.wait_for_everyone()
-            return {}
+        # Every process evaluates the full set: with sharded weights each forward gathers them from all processes.
         unwrapped.eval()
         metrics = data.evaluate(unwrapped, max_documents=run_args.eval_documents)
         unwrapped.train()
-        accelerator.wait_for_everyone()
-        return metrics
+        return metrics if accelerator.is_main_process else {}
 
     def checkpoint() -> Path:
         return save_checkpoint(accelerator, output_dir, progress.step, run_args.save_total_limit)
 
     def record_probe() -> None:
-        record = (
-            probe.measure(unwrapped, embedding_optimizer(optimizers, unwrapped)) if accelerator.is_main_process else {}
+        # The probe takes gradients and copies the model: on whole weights, on the main process.
+        record = measure_whole(
+            accelerator, model, optimizers, lambda m, opts: probe.measure(m, embedding_optimizer(opts, m))
         )
         accelerator.wait_for_everyone()
         if record:
@@ -292,7 +292,7 @@ def train(
             "distributed_type": str(accelerator.distributed_type), "mixed_precision": optim_args.mixed_precision,
             "torch": torch.__version__, "platform": platform.platform(), "processor": platform.processor(),
         },
-        "parameters": unwrapped.num_parameters(),
+        "parameters": parameters,
         "hyperparameters": {
             "preset": model_args.preset if model_args.init_from is None else f"init_from {model_args.init_from}",
             "optimizer": optim_args.optimizer, "learning_rate": optim_args.learning_rate,
@@ -303,8 +303,9 @@ def train(
             "mixed_precision": optim_args.mixed_precision, "seed": run_args.seed, "dataset": data_args.dataset,
         },
     }  # fmt: skip
+    final = whole_model(accelerator, model) if finished else None
     if finished and accelerator.is_main_process:
-        summary["model_dir"] = str(save_final_model(unwrapped, tokenizer, output_dir / "model", summary, history,
+        summary["model_dir"] = str(save_final_model(final, tokenizer, output_dir / "model", summary, history,
                                                     data.floor_bits_per_byte))  # fmt: skip
         if run_args.push_to_hub:
             from ..hub import push_folder
