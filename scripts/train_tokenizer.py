@@ -24,6 +24,7 @@ class TokenizerArguments:
         },
     )
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+    encoding: str = field(default="utf-8", metadata={"help": "Text encoding of txt/json/jsonl/csv files."})
     split: str = field(default="train", metadata={"help": "Split to train on."})
     vocab_size: int = field(default=4096, metadata={"help": "Vocabulary size, special tokens included."})
     min_frequency: int = field(default=2, metadata={"help": "Minimum pair frequency for a merge."})
@@ -32,7 +33,9 @@ class TokenizerArguments:
 
 
 def main(args: TokenizerArguments) -> None:
-    dataset = load_text_dataset(args.dataset, text_column=args.text_column, split=args.split, streaming=args.streaming)
+    dataset = load_text_dataset(
+        args.dataset, text_column=args.text_column, split=args.split, streaming=args.streaming, encoding=args.encoding
+    )
     tokenizer = train_tokenizer(
         dataset,
         vocab_size=args.vocab_size,

@@ -7,6 +7,7 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from ..atomic import atomic_directory
+from ..faults import crash_point
 from ..insight.figures import pyplot, save_figure
 from ..insight.learning import plot_learning_curves, probe_records
 from ..model_card import LEARNING_CURVES_FILE, LOSS_CURVE_FILE, SUMMARY_FILE, TRAINING_LOG_FILE
@@ -30,6 +31,7 @@ def save_final_model(
         plot_loss_curve(history, tmp / LOSS_CURVE_FILE, floor_bits_per_byte)
         if probe_records(history):
             plot_learning_curves(history, tmp / LEARNING_CURVES_FILE, floor_bits_per_byte)
+        crash_point("final-model-written")
     return path
 
 

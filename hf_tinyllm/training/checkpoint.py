@@ -1,6 +1,8 @@
-"""Checkpoints with `accelerator.save_state`, written under a temporary name and renamed into place, keeping the
-last K; the training position is saved with them so that a resumed run continues exactly where it stopped."""
+"""Checkpoints with `accelerator.save_state`, written under a temporary name with a manifest of their files and
+renamed into place, keeping the last K; the training position is saved with them so that a resumed run continues
+exactly where it stopped. Resuming verifies the manifest: `latest` falls back to the newest intact checkpoint."""
 
+import logging
 import re
 import shutil
 from dataclasses import asdict, dataclass
@@ -9,6 +11,10 @@ from pathlib import Path
 from accelerate import Accelerator
 
 from ..atomic import replace_directory
+from ..faults import crash_point
+from .manifest import checkpoint_damage, configuration_differences, write_manifest
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
@@ -38,7 +44,10 @@ def checkpoints(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(CHECKPOINT_PATTERN.match(p.name).group(1)))
 
 
-def resolve_checkpoint(resume_from: str | None, output_dir: Path) -> Path | None:
+def resolve_checkpoint(resume_from: str | None, output_dir: Path, run_configuration: dict | None = None) -> Path | None:
+    """The checkpoint to resume from: `latest` is the newest intact one (a damaged newer one is skipped with a
+    warning naming the damaged file); an explicit damaged checkpoint is an error naming the file. With
+    `run_configuration`, a checkpoint trained with other model or data settings is an error listing them."""
     if resume_from is None:
         return None
     if resume_from == "latest":
@@ -47,17 +56,41 @@ def resolve_checkpoint(resume_from: str | None, output_dir: Path) -> Path | None
             raise FileNotFoundError(
                 f"--resume_from_checkpoint latest: no checkpoint in {output_dir / 'checkpoints'}; start without it."
             )
-        return found[-1]
-    path = Path(resume_from)
-    if not (path.is_dir() and CHECKPOINT_PATTERN.match(path.name)):
-        raise FileNotFoundError(f"{path} is not a checkpoint folder (checkpoint-<step>); pass one, or 'latest'.")
+        damaged = []
+        for path in reversed(found):
+            damage = checkpoint_damage(path)
+            if damage is None:
+                break
+            damaged.append(f"{path.name} ({damage})")
+            logger.warning("Skipping the damaged checkpoint %s: %s; trying the one before.", path, damage)
+        else:
+            raise ValueError(f"Every checkpoint in {output_dir / 'checkpoints'} is damaged: {'; '.join(damaged)}. "
+                             "Start the run again without --resume_from_checkpoint.")  # fmt: skip
+    else:
+        path = Path(resume_from)
+        if not (path.is_dir() and CHECKPOINT_PATTERN.match(path.name)):
+            raise FileNotFoundError(f"{path} is not a checkpoint folder (checkpoint-<step>); pass one, or 'latest'.")
+        damage = checkpoint_damage(path)
+        if damage is not None:
+            raise ValueError(f"The checkpoint {path} is damaged: {damage}. Resume from an earlier checkpoint or "
+                             "with 'latest' (the newest intact one).")  # fmt: skip
+    if run_configuration is not None:
+        differences = configuration_differences(path, run_configuration)
+        if differences:
+            raise ValueError(
+                f"{path} was trained with other model or data settings: {'; '.join(differences)}. Resume with the "
+                "checkpoint's settings, or start a new run in another --output_dir."
+            )
     return path
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, keep: int) -> Path:
-    """Every process writes its part into `checkpoints/.checkpoint-<step>.tmp`; then the main process renames it to
-    `checkpoint-<step>` (one rename: a kill at any moment leaves either no new checkpoint or a complete one) and
-    deletes all but the newest `keep`."""
+def save_checkpoint(
+    accelerator: Accelerator, output_dir: Path, step: int, keep: int, run_configuration: dict | None = None
+) -> Path:
+    """Every process writes its part into `checkpoints/.checkpoint-<step>.tmp`; then the main process writes the
+    manifest (every file's size and sha256, and `run_configuration`), renames the folder to `checkpoint-<step>` (one
+    rename: a kill at any moment leaves either no new checkpoint or a complete one) and deletes all but the newest
+    `keep`."""
     folder = output_dir / "checkpoints"
     final = folder / f"checkpoint-{step}"
     tmp = folder / f".checkpoint-{step}.tmp"
@@ -68,6 +101,8 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, keep:
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        write_manifest(tmp, run_configuration or {})
+        crash_point("checkpoint-written")
         replace_directory(tmp, final)  # replaces a same-step checkpoint too (a stop right after a periodic save)
         for old in checkpoints(output_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)

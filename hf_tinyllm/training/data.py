@@ -53,9 +53,10 @@ def _documents(args: DataArguments, seed: int) -> tuple[Dataset, Dataset, Datase
         trained = [asdict(p) for p in generator.trained_problems(len(heldout), seed=seed)]
         trained = Dataset.from_list(trained) if trained else None
         return world["train"], world["validation"], heldout, generator.floor_bits_per_byte(), trained
-    train = load_text_dataset(args.dataset, text_column=args.text_column, split="train")
+    options = dict(text_column=args.text_column, encoding=args.encoding)
+    train = load_text_dataset(args.dataset, split="train", **options)
     try:
-        validation = load_text_dataset(args.dataset, text_column=args.text_column, split="validation")
+        validation = load_text_dataset(args.dataset, split="validation", **options)
     except ValueError:  # no validation split: hold out a seeded fraction
         parts = split_train_validation(train, args.validation_fraction, seed=seed)
         train, validation = parts["train"], parts["validation"]

@@ -22,19 +22,29 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.packing import DataCollatorForCausalLM, check_block_size
-from .arguments import DataArguments, ModelArguments, OptimArguments, ProbeArguments, RunArguments
+from ..errors import UserError
+from .arguments import (
+    DataArguments,
+    ModelArguments,
+    OptimArguments,
+    ProbeArguments,
+    RunArguments,
+    validate_train_arguments,
+)
 from .artifacts import save_final_model
 from .checkpoint import TrainingProgress, resolve_checkpoint, save_checkpoint
 from .data import prepare_training_data
+from .manifest import model_fingerprint
 from .model import build_training_model
 from .optim import build_optimizers, build_schedulers
 from .probes import build_probe, embedding_optimizer
+from .run_lock import run_folder_lock
 from .sharding import configure_sharding, device_arguments, measure_whole, whole_model
 from .throughput import matmul_parameters, matmul_peak_flops, training_flops_per_token
 
 
-class NonFiniteLossError(RuntimeError):
-    pass
+class NonFiniteLossError(UserError, RuntimeError):
+    """The loss or a gradient stopped being finite: the settings diverged (lower the learning rate, clip harder)."""
 
 
 class JsonlTracker(GeneralTracker):
@@ -113,6 +123,8 @@ def train(
     run_args: RunArguments,
     probe_args: ProbeArguments | None = None,
 ) -> dict:
+    probe_args = probe_args or ProbeArguments()
+    validate_train_arguments(model_args, data_args, optim_args, run_args, probe_args)
     output_dir = Path(run_args.output_dir)
     accelerator = Accelerator(
         **device_arguments(),
@@ -121,6 +133,20 @@ def train(
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    # One writer per run folder: the main process holds the lock for the whole run.
+    with run_folder_lock(output_dir) if accelerator.is_main_process else nullcontext():
+        return _train(accelerator, output_dir, model_args, data_args, optim_args, run_args, probe_args)
+
+
+def _train(
+    accelerator: Accelerator,
+    output_dir: Path,
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    optim_args: OptimArguments,
+    run_args: RunArguments,
+    probe_args: ProbeArguments,
+) -> dict:
     configure_sharding(accelerator, optim_args)
     set_seed(run_args.seed)
     if run_args.allow_tf32 and torch.cuda.is_available():
@@ -129,10 +155,14 @@ def train(
 
     data = prepare_training_data(data_args, accelerator.main_process_first, output_dir, run_args.seed)
     tokenizer = data.tokenizer
-    probe_args = probe_args or ProbeArguments()
     probe = build_probe(data, probe_args)
     model = build_training_model(model_args, tokenizer)
     check_block_size(data_args.block_size, model.config)
+    # What a checkpoint must be resumed with: the model's architecture and the data it is fed.
+    run_configuration = {
+        "model": model_fingerprint(model.config.to_dict()),
+        "data": {k: v for k, v in asdict(data_args).items() if k != "num_proc"},
+    }
     if run_args.gradient_checkpointing:
         model.activation_checkpointing_enable()
     optimizers = build_optimizers(model, optim_args)
@@ -154,7 +184,7 @@ def train(
     progress = TrainingProgress()
     for obj in (*schedulers, progress):  # not prepared: Accelerate would step schedulers once per process
         accelerator.register_for_checkpointing(obj)
-    resume = resolve_checkpoint(run_args.resume_from_checkpoint, output_dir)
+    resume = resolve_checkpoint(run_args.resume_from_checkpoint, output_dir, run_configuration)
     if resume is not None:
         accelerator.load_state(str(resume))
         accelerator.print(f"Resumed from {resume} at step {progress.step}")
@@ -186,7 +216,7 @@ def train(
         return metrics if accelerator.is_main_process else {}
 
     def checkpoint() -> Path:
-        return save_checkpoint(accelerator, output_dir, progress.step, run_args.save_total_limit)
+        return save_checkpoint(accelerator, output_dir, progress.step, run_args.save_total_limit, run_configuration)
 
     def record_probe() -> None:
         # The probe takes gradients and copies the model: on whole weights, on the main process.
