@@ -135,5 +135,5 @@ def test_a_folder_that_is_not_a_causal_lm_is_a_one_line_error(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     result = subprocess.run([sys.executable, "-m", "hf_tinyllm.cli", "studio", str(tmp_path)], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert result.returncode == 1 and result.stderr.strip().startswith("error: ")
+    assert result.returncode == 2 and result.stderr.strip().startswith("error: ")
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

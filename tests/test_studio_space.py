@@ -176,6 +176,6 @@ def test_push_space_errors_are_clear(hub, trained_tiny_dir, tmp_path):
 
     code = f"from hf_tinyllm.cli import main; main(['push', {str(trained_tiny_dir)!r}, 'tester/nobody', '--space'])"
     result = run_python(hub, code, tmp_path, token=None)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: Not logged in to the Hugging Face Hub")
     assert not hub.repo_exists("tester/nobody") and not hub.repo_exists("tester/nobody-studio", repo_type="space")

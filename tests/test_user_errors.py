@@ -3,12 +3,14 @@
 traceback instead. The table holds every argument rule of the training script."""
 
 import os
+import random
 import runpy
 import subprocess
 import sys
 
 import pytest
 import torch
+from accelerate.state import AcceleratorState
 from conftest import REPO_ROOT, cli_user_error, tiny_model
 from transformers import AutoTokenizer
 
@@ -66,6 +68,41 @@ def test_train_script_argument_errors(argv, message, capsys, monkeypatch, tmp_pa
         argv = [*argv, "--output_dir", str(tmp_path / "run")]
     assert message in script_user_error("train.py", argv, capsys, monkeypatch)
     assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def binary_file(folder):
+    path = folder / "corpus.txt"
+    path.write_bytes(bytes(random.Random(0).randrange(256) for _ in range(4096)))
+    return path, f"{path} is not UTF-8 text (byte 0x"
+
+
+def empty_file(folder):
+    path = folder / "empty.txt"
+    path.write_text("")
+    return path, f"{path} has no text"
+
+
+def damaged_checkpoint(folder):
+    path = folder / "run" / "checkpoints" / "checkpoint-3"
+    path.mkdir(parents=True)
+    (path / "model.safetensors").write_bytes(b"\x00" * 8)
+    return path, f"The checkpoint {path} is damaged: {path / 'manifest.json'} is missing"
+
+
+INPUT_ERRORS = {"binary dataset": ("--dataset", binary_file), "empty dataset": ("--dataset", empty_file),
+                "damaged checkpoint": ("--resume_from_checkpoint", damaged_checkpoint)}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(INPUT_ERRORS))
+def test_train_script_input_errors(case, capsys, monkeypatch, tmp_path, tokenizer_dir):
+    flag, make = INPUT_ERRORS[case]
+    path, message = make(tmp_path)
+    small = ["--preset", "debug", "--tokenizer", tokenizer_dir, "--tinyworld_documents", "300", "--block_size", "32",
+             "--per_device_batch_size", "4", "--max_steps", "4", "--warmup_steps", "1", "--report_to", "none",
+             "--output_dir", str(tmp_path / "run")]  # fmt: skip
+    AcceleratorState._reset_state(reset_partial_state=True)
+    assert message in script_user_error("train.py", [*small, flag, str(path)], capsys, monkeypatch)
+    assert not (tmp_path / "run" / "model").exists()
 
 
 def test_the_real_process_exits_2_with_one_line_and_debug_shows_the_traceback(tmp_path):
