@@ -1,7 +1,12 @@
+import multiprocessing
+import os
+import signal
+
 import pytest
 import torch
 
 from hf_tinyllm.atomic import atomic_directory
+from hf_tinyllm.faults import CRASH_ENV
 from hf_tinyllm.presets import PRESETS, build_model, preset_config
 
 
@@ -57,3 +62,39 @@ def test_atomic_directory_refuses_a_file_in_the_way(tmp_path):
     (tmp_path / "out").write_text("not a folder")
     with pytest.raises(FileExistsError, match="exists and is not a folder"), atomic_directory(tmp_path / "out"):
         pass
+
+
+def _replace_and_die(src, dst, crash_at: str, exchange: bool) -> None:
+    """In a forked child: replace `dst` by `src`, SIGKILLed at the named crash point."""
+    import hf_tinyllm.atomic as atomic
+
+    os.environ[CRASH_ENV] = crash_at
+    if not exchange:
+        atomic._exchange = lambda a, b: False  # as on a system without renameat2(RENAME_EXCHANGE)
+    atomic.replace_directory(src, dst)
+
+
+def _kill_between_the_steps(tmp_path, crash_at: str, exchange: bool):
+    dst, src = tmp_path / "model", tmp_path / ".model.tmp-1"
+    for folder, text in ((dst, "old"), (src, "new")):
+        folder.mkdir()
+        (folder / "weights").write_text(text)
+    child = multiprocessing.get_context("fork").Process(target=_replace_and_die, args=(src, dst, crash_at, exchange))
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+    return dst
+
+
+def test_a_kill_inside_the_final_replace_never_leaves_the_folder_missing(tmp_path):
+    dst = _kill_between_the_steps(tmp_path, "replace-exchanged", exchange=True)
+    assert (dst / "weights").read_text() == "new"  # one atomic exchange: the new folder is in place
+
+
+def test_without_an_atomic_exchange_the_next_save_restores_the_old_folder(tmp_path):
+    dst = _kill_between_the_steps(tmp_path, "replace-moved-old-away", exchange=False)
+    assert not dst.exists()  # the window of the two-rename fallback ...
+    with pytest.raises(RuntimeError), atomic_directory(dst):
+        raise RuntimeError("the next save fails too")
+    assert (dst / "weights").read_text() == "old"  # ... closed by the next start, even a failed one
+    assert [p.name for p in tmp_path.iterdir() if ".old-" in p.name] == []

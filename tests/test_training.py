@@ -112,6 +112,33 @@ def test_sigterm_finishes_the_step_and_leaves_a_resumable_checkpoint(tmp_path, t
     assert resumed["finished"] and resumed["steps"] == summary["steps"] + 2
 
 
+def test_sigterm_to_one_rank_stops_both_at_the_same_step_with_one_checkpoint(tmp_path, tokenizer_dir):
+    import psutil
+
+    output = tmp_path / "two"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "scripts/train.py",
+           *small_run(output, tokenizer_dir, "--max_steps", "100000", "--warmup_steps", "0")]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
+    launcher = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    metrics = output / "logs" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    workers = {p.environ().get("RANK"): p for p in psutil.Process(launcher.pid).children(recursive=True)
+               if p.environ().get("RANK") is not None}  # fmt: skip
+    assert set(workers) == {"0", "1"}
+    workers["1"].send_signal(signal.SIGTERM)  # the main process never sees a signal
+    stdout, stderr = launcher.communicate(timeout=240)
+    assert launcher.returncode == 0, stderr[-3000:]
+    decoder, text = json.JSONDecoder(), "\n" + stdout
+    summaries = [decoder.raw_decode(text, i + 1)[0] for i in range(len(text)) if text.startswith("\n{\n", i)]
+    assert len(summaries) == 2  # one per rank
+    assert summaries[0]["steps"] == summaries[1]["steps"] and not summaries[0]["finished"]
+    assert {s["stopped_by"] for s in summaries} == {"SIGTERM", "a signal to another process"}
+    assert [p.name for p in checkpoints(output)] == [f"checkpoint-{summaries[0]['steps']}"]
+
+
 def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, tokenizer_dir, monkeypatch):
     output = tmp_path / "crash"
     run(small_run(output, tokenizer_dir, "--stop_after_steps", "2"))

@@ -299,7 +299,8 @@ def _train(
                 _log_eval(accelerator, last_eval, progress.step, history)
             if run_args.save_steps and progress.step % run_args.save_steps == 0:
                 checkpoint()
-            if stop.received:
+            if _stop_agreed(accelerator, stop.received is not None):
+                stop.received = stop.received or "a signal to another process"
                 accelerator.print(f"{stop.received} received: finishing at step {progress.step} with a checkpoint.")
                 break
     bar.close()
@@ -344,6 +345,15 @@ def _train(
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
+
+
+def _stop_agreed(accelerator: Accelerator, stop_here: bool) -> bool:
+    """Whether any process received a stop signal. Every process asks at the same step boundary, so all of them
+    stop after the same step (a rank stopping alone would leave the others waiting in a collective)."""
+    if accelerator.num_processes == 1:
+        return stop_here
+    flag = torch.tensor([float(stop_here)], device=accelerator.device)
+    return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
 
 
 def _log_eval(accelerator: Accelerator, metrics: dict, step: int, history: list[dict]) -> None:
