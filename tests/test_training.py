@@ -186,6 +186,31 @@ def test_non_finite_loss_stops_with_the_step_named_and_keeps_the_last_good_check
         run(small_run(tmp_path / "skips", tokenizer_dir, *explode, "--skip_nonfinite_steps", "2"))
 
 
+def test_skip_nonfinite_steps_skips_exactly_the_bad_steps(tmp_path, tokenizer_dir, monkeypatch, capsys):
+    """One poisoned forward (the 3rd): with --skip_nonfinite_steps 2 the run skips that one step and finishes."""
+    import hf_tinyllm.training.loop as loop
+
+    build, forwards = loop.build_training_model, []
+
+    def with_one_poisoned_forward(*args, **kwargs):
+        model = build(*args, **kwargs)
+
+        def poison(module, inputs, output):
+            forwards.append(1)
+            if len(forwards) == 3:
+                output.loss = output.loss * float("nan")
+
+        model.register_forward_hook(poison)
+        return model
+
+    monkeypatch.setattr(loop, "build_training_model", with_one_poisoned_forward)
+    summary = run(small_run(tmp_path / "skip", tokenizer_dir, "--skip_nonfinite_steps", "2"))
+    assert summary["finished"] and summary["steps"] == 8 and summary["skipped_steps"] == 1
+    assert "Skipped step 3: loss=nan" in capsys.readouterr().out
+    weights = load_file(checkpoints(tmp_path / "skip")[-1] / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
 def test_yaml_config_with_flag_overrides(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("preset: micro\nmax_steps: 123\nwarmup_steps: 5\nlearning_rate: 0.001\noutput_dir: out/x\n")
