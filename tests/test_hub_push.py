@@ -281,3 +281,35 @@ def test_private_repository_and_pull_request(hub, model_folder, tmp_path):
     assert "/discussions/1" in pr_url and pr_url != url
     assert hub.head("tester/tiny-pr") == main_before  # main is untouched until the PR is merged
     assert json.loads(hub.files("tester/tiny-pr", revision="refs/pr/1")["training_summary.json"])["steps"] == 4
+
+
+TOKEN_ROUTES = """
+import json, runpy, sys
+from hf_tinyllm.cli import main
+from hf_tinyllm.hub import push
+
+folder, token = {folder!r}, {token!r}
+push(folder, "tester/by-argument", token=token)
+main(["push", folder, "tester/by-cli-flag", "--token", token])
+sys.argv = ["push_to_hub.py", folder, "tester/by-script", "--token", token]
+runpy.run_path({script!r}, run_name="__main__")
+statuses = []
+for repo, bad in (("tester/refused", "hf_wrong_secret"), ("intruder/refused", token)):  # 401, then 403
+    try:
+        main(["push", folder, repo, "--token", bad])
+    except SystemExit as stop:
+        statuses.append(stop.code)
+print(json.dumps({{"statuses": statuses}}))
+"""
+
+
+def test_a_token_passed_any_way_never_leaks(hub, model_folder, tmp_path):
+    """token=, --token, scripts/push_to_hub.py and refused pushes: the token is never printed (the client helper
+    checks stdout and stderr) nor written into the local folder or any pushed file."""
+    code = TOKEN_ROUTES.format(folder=str(model_folder), token=TOKEN, script=str(REPO_ROOT / "scripts/push_to_hub.py"))
+    out = client(hub, code, tmp_path, token=None)  # no HF_TOKEN: only the explicit routes carry the token
+    assert out["statuses"] == [2, 2]
+    for repo in ("tester/by-argument", "tester/by-cli-flag", "tester/by-script"):
+        files = hub.files(repo)
+        assert "model.safetensors" in files and not any(TOKEN.encode() in data for data in files.values()), repo
+    assert not any(TOKEN.encode() in p.read_bytes() for p in model_folder.rglob("*") if p.is_file())
