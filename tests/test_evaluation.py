@@ -72,6 +72,43 @@ def test_long_documents_are_scored_in_windows_predicting_each_token_once(tokeniz
     assert math.isfinite(score["nll_sum"]) and score["nll_sum"] > 0
 
 
+def test_batched_scoring_equals_one_document_at_a_time(tokenizer, tinyworld):
+    """20 documents of different lengths, padded into batches of 16, score as each document alone."""
+    torch.manual_seed(0)
+    model = build_model("debug", **model_overrides_for(tokenizer)).eval()
+    texts = sorted(tinyworld["validation"]["text"], key=len)[::2][:20]
+    assert len({len(tokenizer(t).input_ids) for t in texts}) > 5
+    batched = score_documents(model, tokenizer, texts, batch_size=16)
+    alone = [score_documents(model, tokenizer, [text], batch_size=1)[0] for text in texts]
+    for b, a in zip(batched, alone, strict=True):
+        keys = ("num_tokens", "num_correct", "num_bytes")
+        assert [b[k] for k in keys] == [a[k] for k in keys]
+        assert b["nll_sum"] == pytest.approx(a["nll_sum"], rel=1e-5)
+
+
+def test_windowed_scoring_equals_a_hand_written_cross_entropy_loop(tokenizer):
+    """A document 3 windows long: each window overlaps the last by one token, so every token after bos is predicted
+    once, from at most the window's context, as this plain loop computes it."""
+    torch.manual_seed(0)
+    model = build_model("debug", **model_overrides_for(tokenizer), max_position_embeddings=8).eval()
+    text = "two plus three equals five. one plus one equals two. the king felt sad."
+    (score,) = score_documents(model, tokenizer, [text])
+    ids = [*tokenizer(text).input_ids, tokenizer.eos_token_id]
+    assert len(ids) > 16
+    nll, predicted, correct, start = 0.0, 0, 0, 0
+    with torch.no_grad():
+        while start + 1 < len(ids):
+            window = torch.tensor([ids[start : start + 8]])
+            logits = model(window).logits[0, :-1]
+            targets = window[0, 1:]
+            nll += torch.nn.functional.cross_entropy(logits, targets, reduction="sum").item()
+            predicted += len(targets)
+            correct += int((logits.argmax(-1) == targets).sum())
+            start += 7
+    assert (score["num_tokens"], score["num_correct"]) == (predicted, correct) == (len(ids) - 1, correct)
+    assert score["nll_sum"] == pytest.approx(nll, rel=1e-5)
+
+
 def test_evaluate_model_reports_the_gap_to_the_exact_source(tokenizer, tinyworld):
     model = build_model("debug", **model_overrides_for(tokenizer))
     validation = tinyworld["validation"]
