@@ -42,9 +42,11 @@ F = TypeVar("F", bound=Callable)
 def debug_requested(argv: list[str] | None = None) -> bool:
     """Whether `TINYLLM_DEBUG` is set (to anything but 0/false) or `--debug` appears as a bare flag in `argv`
     (default `sys.argv`). A `--debug VALUE` belongs to the script (transformers' `TrainingArguments.debug`)."""
-    if os.environ.get(DEBUG_ENV, "").lower() not in ("", "0", "false", "no"):
-        return True
-    return _bare_debug_index(sys.argv if argv is None else argv) is not None
+    return _debug_env() or _bare_debug_index(sys.argv if argv is None else argv) is not None
+
+
+def _debug_env() -> bool:
+    return os.environ.get(DEBUG_ENV, "").lower() not in ("", "0", "false", "no")
 
 
 def _bare_debug_index(argv: list[str]) -> int | None:
@@ -70,11 +72,10 @@ def entry_point(main: F) -> F:
 
     @functools.wraps(main)
     def run(*args, **kwargs):
-        debug = debug_requested()
         index = _bare_debug_index(sys.argv)
         if index is not None:
             del sys.argv[index]
-        if debug:
+        if index is not None or _debug_env():
             return main(*args, **kwargs)
         try:
             return main(*args, **kwargs)

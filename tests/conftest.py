@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -93,19 +94,24 @@ except ImportError:
 """
 
 
-def cli_user_error(argv: list[str], capsys) -> str:
-    """Run `tinyllm ARGV` in-process, expecting a user error: exit status 2 and one `error: ...` line, the last on
+def expect_user_error(call: Callable[[], object], capsys) -> str:
+    """Run an entry point in-process, expecting a user error: exit status 2 and one `error: ...` line, the last on
     stderr, no traceback. Returns that line."""
-    from hf_tinyllm.cli import main
-
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        main(argv)
+        call()
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # progress bars may come before it
     assert last.startswith("error: ") and "Traceback" not in err and err.count("error: ") == 1, err
     return last
+
+
+def cli_user_error(argv: list[str], capsys) -> str:
+    """`expect_user_error` for `tinyllm ARGV`."""
+    from hf_tinyllm.cli import main
+
+    return expect_user_error(lambda: main(argv), capsys)
 
 
 def last_json_line(stdout: str) -> dict:

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 from accelerate.state import AcceleratorState
-from conftest import REPO_ROOT, cli_user_error, tiny_model
+from conftest import REPO_ROOT, cli_user_error, expect_user_error, tiny_model
 from transformers import AutoTokenizer
 
 from hf_tinyllm.errors import entry_point, format_user_error
@@ -19,16 +19,9 @@ from hf_tinyllm.evaluation import evaluate_model, generate_answers
 
 
 def script_user_error(script: str, argv: list[str], capsys, monkeypatch) -> str:
-    """Run scripts/SCRIPT in-process as `__main__`, expecting exit status 2 and one `error: ...` line last on stderr."""
+    """`expect_user_error` for scripts/SCRIPT run in-process as `__main__`."""
     monkeypatch.setattr(sys, "argv", [script, *argv])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(REPO_ROOT / "scripts" / script), run_name="__main__")
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("error: ") and "Traceback" not in err and err.count("error: ") == 1, err
-    return last
+    return expect_user_error(lambda: runpy.run_path(str(REPO_ROOT / "scripts" / script), run_name="__main__"), capsys)
 
 
 TRAIN_ARGUMENT_ERRORS = [

@@ -21,7 +21,7 @@ from accelerate.utils import ProjectConfiguration, is_tensorboard_available, set
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data.packing import DataCollatorForCausalLM, check_block_size
+from ..data.packing import DataCollatorForCausalLM
 from ..errors import UserError
 from .arguments import (
     DataArguments,
@@ -157,7 +157,6 @@ def _train(
     tokenizer = data.tokenizer
     probe = build_probe(data, probe_args)
     model = build_training_model(model_args, tokenizer)
-    check_block_size(data_args.block_size, model.config)
     # What a checkpoint must be resumed with: the model's architecture and the data it is fed.
     run_configuration = {
         "model": model_fingerprint(model.config.to_dict()),
