@@ -7,6 +7,8 @@ accelerate launch --config_file configs/accelerate/ddp.yaml scripts/train.py --c
 
 import json
 
+from accelerate import PartialState
+
 from hf_tinyllm.errors import entry_point
 from hf_tinyllm.training import parse_train_arguments, train
 
@@ -14,7 +16,8 @@ from hf_tinyllm.training import parse_train_arguments, train
 @entry_point
 def main() -> None:
     summary = train(*parse_train_arguments())
-    print(json.dumps({k: v for k, v in summary.items() if k != "arithmetic_examples"}, indent=2, default=str))
+    if PartialState().is_main_process:  # one summary per run, not one per process
+        print(json.dumps({k: v for k, v in summary.items() if k != "arithmetic_examples"}, indent=2, default=str))
 
 
 if __name__ == "__main__":
