@@ -46,6 +46,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import importlib
 import json
 import os
 import re
@@ -59,6 +60,8 @@ import tempfile
 import textwrap
 import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from fnmatch import fnmatchcase
@@ -1303,6 +1306,38 @@ class FakeHub:
 
 
 # ---------------------------------------------------------------------------------------------------------- pytest
+
+
+@contextmanager
+def hub_client(env: dict[str, str]) -> Iterator[None]:
+    """Point THIS process's huggingface_hub client at the server for the duration of the block.
+
+    The client reads its settings once at import: `huggingface_hub.constants` from the environment, and the shared
+    `HfApi` behind its module-level functions (`create_repo`, `upload_folder`, ... which transformers' `push_to_hub`
+    calls) keeps the endpoint of that moment. This puts `env` (from `client_env`) into os.environ, re-reads the
+    constants, re-points the shared `HfApi`, and restores all three on exit. Token variables absent from `env` are
+    removed meanwhile, so `client_env(token=None)` really has no token. Process-wide state: not for threads.
+    """
+    from huggingface_hub import constants, hf_api
+
+    saved_environ, saved_constants = dict(os.environ), dict(vars(constants))
+    shared = hf_api.api
+    saved_endpoint = shared.endpoint
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_DISABLE_IMPLICIT_TOKEN"):
+        if name not in env:
+            os.environ.pop(name, None)
+    os.environ.update(env)
+    importlib.reload(constants)
+    shared.endpoint = constants.ENDPOINT
+    shared._whoami_cache.clear()
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_environ)
+        vars(constants).update(saved_constants)
+        shared.endpoint = saved_endpoint
+        shared._whoami_cache.clear()
 
 
 def run_hub_client(code: str, env: dict[str, str], *, timeout: float = 120) -> Any:

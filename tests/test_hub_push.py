@@ -1,19 +1,24 @@
 """Sharing on the Hub, end to end against the offline Hub-compatible server (tests/fake_hub.py): every flow pushes
-with the real clients in one process and loads back in a fresh process, with a fresh cache and WITHOUT hf_tinyllm
-importable, as a Hub user would."""
+with the real clients (in this process, pointed at the server by `hub_client`) and loads back in another process
+with a fresh cache and WITHOUT hf_tinyllm importable, as a Hub user would (one worker interpreter per module,
+`PythonWorker`, so the loads share one import of torch and transformers)."""
 
 import json
 import os
-import subprocess
+import runpy
 import sys
+from contextlib import contextmanager
 
 import pytest
 import torch
 import yaml
-from conftest import REPO_ROOT, WITHOUT_HF_TINYLLM, last_json_line, tiny_model
-from fake_hub import FakeHub
+from accelerate.state import AcceleratorState
+from conftest import REPO_ROOT, WITHOUT_HF_TINYLLM, tiny_model
+from fake_hub import FakeHub, hub_client
 from huggingface_hub import ModelCard
+from python_worker import PythonWorker
 
+from hf_tinyllm.hub import HubError, push
 from hf_tinyllm.tokenization import train_tokenizer
 
 TOKEN = "hf_test_token"
@@ -24,6 +29,33 @@ CORPUS = ["two plus three equals five.", "the queen walked to the palace with th
 def hub():
     with FakeHub(tokens={TOKEN: "tester", "hf_other": "intruder"}) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def loader(hub, tmp_path_factory):
+    """The interpreter the pushed models are loaded in: hf_tinyllm is not importable there."""
+    env = hub.client_env(token=TOKEN, hf_home=tmp_path_factory.mktemp("hf_load"))
+    with PythonWorker(env, prelude=WITHOUT_HF_TINYLLM) as worker:
+        yield worker
+        assert TOKEN not in worker.output()  # the token is never printed or logged while loading
+
+
+@pytest.fixture(autouse=True)
+def no_token_in_output(capfd, caplog):
+    """Nothing a push prints (through any file descriptor) or logs (any record that would reach a handler) contains
+    the token."""
+    yield
+    out, err = capfd.readouterr()
+    logged = "".join(record.getMessage() for record in caplog.get_records("call"))
+    assert TOKEN not in out + err + logged
+
+
+@contextmanager
+def pushing(hub: FakeHub, tmp_path, token: str | None = TOKEN, **env):
+    """This process's client pointed at the fake Hub with `token` (None: no token at all) and a fresh HF_HOME."""
+    home = tmp_path / f"hf_home_{len(list(tmp_path.glob('hf_home_*')))}"
+    with hub_client({**hub.client_env(token=token, hf_home=home), **env}):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -45,37 +77,25 @@ def model_folder(tmp_path_factory):
     return folder
 
 
-def client(hub: FakeHub, code: str, tmp_path, token: str | None = TOKEN, isolate: bool = False, **env) -> dict:
-    """Run `code` in a fresh interpreter pointed at the fake Hub; return the JSON it prints last."""
-    home = tmp_path / f"hf_home_{len(list(tmp_path.glob('hf_home_*')))}"
-    full_env = {**os.environ, **hub.client_env(token=token, hf_home=home), **env}
-    if token is None:
-        full_env.pop("HF_TOKEN", None)
-    prefix = WITHOUT_HF_TINYLLM if isolate else ""
-    result = subprocess.run([sys.executable, "-c", prefix + code], cwd=tmp_path, env=full_env, capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert TOKEN not in result.stdout + result.stderr  # the token is never printed or logged
-    return last_json_line(result.stdout)
-
-
 LOAD = """
-import json, torch
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-kw = {kw}
-model = AutoModelForCausalLM.from_pretrained({repo!r}, revision={revision!r}, **kw).eval()
-tokenizer = AutoTokenizer.from_pretrained({repo!r}, revision={revision!r}, **kw)
+kw = dict({kw}, revision={revision!r}, cache_dir={cache!r})
+model = AutoModelForCausalLM.from_pretrained({repo!r}, **kw).eval()
+tokenizer = AutoTokenizer.from_pretrained({repo!r}, **kw)
 ids = tokenizer("two plus three equals", return_tensors="pt")
 with torch.no_grad():
     logits = model(**ids).logits
-print(json.dumps({{"module": type(model).__module__, "class": type(model).__name__, "logits": logits.tolist(),
-                  "ids": ids["input_ids"].tolist()}}))
+result = {{"module": type(model).__module__, "class": type(model).__name__, "logits": logits.tolist(),
+          "ids": ids["input_ids"].tolist()}}
 """
 
 
-def load_back(hub, repo, tmp_path, revision="main", remote_code=True) -> dict:
+def load_back(loader: PythonWorker, repo, tmp_path, revision="main", remote_code=True) -> dict:
+    """Load `repo` from the fake Hub in the worker, into a fresh cache."""
     kw = {"trust_remote_code": True} if remote_code else {}
-    return client(hub, LOAD.format(repo=repo, revision=revision, kw=kw), tmp_path, isolate=True)
+    cache = tmp_path / f"hf_cache_{len(list(tmp_path.glob('hf_cache_*')))}"
+    return loader.run(LOAD.format(repo=repo, revision=revision, kw=kw, cache=str(cache)))
 
 
 def local_logits(folder, ids) -> torch.Tensor:
@@ -85,18 +105,19 @@ def local_logits(folder, ids) -> torch.Tensor:
         return AutoModelForCausalLM.from_pretrained(folder).eval()(torch.tensor(ids)).logits
 
 
-def test_model_and_tokenizer_push_to_hub_round_trip(hub, model_folder, tmp_path):
-    code = f"""
-import json, hf_tinyllm
-from transformers import AutoModelForCausalLM, AutoTokenizer
-model = AutoModelForCausalLM.from_pretrained({str(model_folder)!r})
-tokenizer = AutoTokenizer.from_pretrained({str(model_folder)!r})
-model.push_to_hub("tester/mixin")
-tokenizer.push_to_hub("tester/mixin")
-print(json.dumps({{"ok": True}}))
-"""
+def assert_loads_like(loader, repo, tmp_path, folder, atol=1e-6, **kw) -> dict:
+    out = load_back(loader, repo, tmp_path, **kw)
+    torch.testing.assert_close(torch.tensor(out["logits"]), local_logits(folder, out["ids"]), rtol=0, atol=atol)
+    return out
+
+
+def test_model_and_tokenizer_push_to_hub_round_trip(hub, loader, model_folder, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     hub.clear_requests()
-    client(hub, code, tmp_path)
+    with pushing(hub, tmp_path):
+        AutoModelForCausalLM.from_pretrained(model_folder).push_to_hub("tester/mixin")
+        AutoTokenizer.from_pretrained(model_folder).push_to_hub("tester/mixin")
     used = hub.endpoints_used()
     for endpoint in (
         "POST /api/repos/create",
@@ -107,23 +128,15 @@ print(json.dumps({{"ok": True}}))
     files = hub.files("tester/mixin")
     assert {"config.json", "model.safetensors", "configuration_tinyllm.py", "modeling_tinyllm.py", "tokenizer.json",
             "generation_config.json"} <= files.keys()  # fmt: skip
-    out = load_back(hub, "tester/mixin", tmp_path)
+    out = assert_loads_like(loader, "tester/mixin", tmp_path, model_folder)
     assert out["module"].startswith("transformers_modules")
-    torch.testing.assert_close(torch.tensor(out["logits"]), local_logits(model_folder, out["ids"]), rtol=0, atol=1e-6)
 
 
-PUSH = """
-import json
-from hf_tinyllm.hub import push
-url = push({folder!r}, {repo!r}, **{options})
-print(json.dumps({{"url": url}}))
-"""
-
-
-def test_hf_tinyllm_push_round_trip_with_card(hub, model_folder, tmp_path):
+def test_hf_tinyllm_push_round_trip_with_card(hub, loader, model_folder, tmp_path):
     before = {p.name: p.read_bytes() for p in model_folder.iterdir()}
     hub.clear_requests()
-    client(hub, PUSH.format(folder=str(model_folder), repo="tester/tiny", options={}), tmp_path)
+    with pushing(hub, tmp_path):
+        push(model_folder, "tester/tiny")
     assert {p.name: p.read_bytes() for p in model_folder.iterdir()} == before  # the local folder is untouched
     files = hub.files("tester/tiny")
     expected = {".gitattributes", "README.md", "config.json", "generation_config.json", "model.safetensors",
@@ -138,72 +151,76 @@ def test_hf_tinyllm_push_round_trip_with_card(hub, model_folder, tmp_path):
     metadata = yaml.safe_load(files["README.md"].decode().split("---")[1])
     assert metadata["library_name"] == "transformers" and metadata["pipeline_tag"] == "text-generation"
     assert {"tinyllm", "custom_code"} <= set(metadata["tags"]) and metadata["license"] == "apache-2.0"
-    metric_types = {m["type"] for m in metadata["model-index"][0]["results"][0]["metrics"]}
-    assert {"perplexity", "bits_per_byte", "bits_per_byte_floor", "exact_match"} <= metric_types
+    metrics = {m["type"]: m["value"] for m in metadata["model-index"][0]["results"][0]["metrics"]}
+    # The card's numbers are the summary's, not made up: perplexity, bits per byte, the floor, exact match.
+    assert metrics == {"perplexity": 2.1, "bits_per_byte": 0.31, "bits_per_byte_floor": 0.25, "exact_match": 0.5}
     assert metadata["model-index"][0]["name"] == "tiny"
     assert card.data.eval_results and "trust_remote_code=True" in card.text
     assert "fine-tuned version of" not in card.text
-    out = load_back(hub, "tester/tiny", tmp_path)
-    torch.testing.assert_close(torch.tensor(out["logits"]), local_logits(model_folder, out["ids"]), rtol=0, atol=1e-6)
+    assert_loads_like(loader, "tester/tiny", tmp_path, model_folder)
     # LFS went through the CDN port, which refuses the token.
     cdn = [r for r in hub.requests if r.port == "cdn"]
     assert cdn and not any(r.authorized for r in cdn)
 
     # Re-pushing the unchanged folder makes no commit.
     commits = len(hub.commits("tester/tiny"))
-    client(hub, PUSH.format(folder=str(model_folder), repo="tester/tiny", options={}), tmp_path)
+    with pushing(hub, tmp_path):
+        push(model_folder, "tester/tiny")
     assert len(hub.commits("tester/tiny")) == commits
 
 
-def test_push_to_a_branch_and_a_sharded_checkpoint(hub, model_folder, tmp_path):
-    options = {"revision": "v2", "commit_message": "second version"}
-    client(hub, PUSH.format(folder=str(model_folder), repo="tester/branchy", options=options), tmp_path)
+def test_push_to_a_branch_and_a_sharded_checkpoint(hub, loader, model_folder, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with pushing(hub, tmp_path):
+        push(model_folder, "tester/branchy", revision="v2", commit_message="second version")
+        model = AutoModelForCausalLM.from_pretrained(model_folder)
+        tokenizer = AutoTokenizer.from_pretrained(model_folder)
+        push((model, tokenizer), "tester/sharded", max_shard_size="20KB")
     assert "model.safetensors" in hub.files("tester/branchy", revision="v2")
     assert "model.safetensors" not in hub.files("tester/branchy", revision="main")
-    out = load_back(hub, "tester/branchy", tmp_path, revision="v2")
-    torch.testing.assert_close(torch.tensor(out["logits"]), local_logits(model_folder, out["ids"]), rtol=0, atol=1e-6)
+    assert hub.commits("tester/branchy", branch="v2")[0].title == "second version"
+    assert_loads_like(loader, "tester/branchy", tmp_path, model_folder, revision="v2")
 
-    code = f"""
-import json
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from hf_tinyllm.hub import push
-model = AutoModelForCausalLM.from_pretrained({str(model_folder)!r})
-tokenizer = AutoTokenizer.from_pretrained({str(model_folder)!r})
-print(json.dumps({{"url": push((model, tokenizer), "tester/sharded", max_shard_size="20KB")}}))
-"""
-    client(hub, code, tmp_path)
     files = hub.files("tester/sharded")
     shards = [name for name in files if name.startswith("model-") and name.endswith(".safetensors")]
     assert len(shards) > 1 and "model.safetensors.index.json" in files
-    out = load_back(hub, "tester/sharded", tmp_path)
-    torch.testing.assert_close(torch.tensor(out["logits"]), local_logits(model_folder, out["ids"]), rtol=0, atol=1e-6)
+    assert_loads_like(loader, "tester/sharded", tmp_path, model_folder)
 
 
-def test_llama_export_loads_without_remote_code(hub, model_folder, tmp_path):
-    client(hub, PUSH.format(folder=str(model_folder), repo="tester/tiny-llama", options={"llama": True}), tmp_path)
+def test_llama_export_loads_without_remote_code(hub, loader, model_folder, tmp_path):
+    with pushing(hub, tmp_path):
+        push(model_folder, "tester/tiny-llama", llama=True)
     files = hub.files("tester/tiny-llama")
     assert json.loads(files["config.json"])["model_type"] == "llama"
     assert not any(name.endswith(".py") for name in files)
     metadata = yaml.safe_load(files["README.md"].decode().split("---")[1])
     assert "custom_code" not in metadata["tags"]
-    out = load_back(hub, "tester/tiny-llama", tmp_path, remote_code=False)
+    out = assert_loads_like(loader, "tester/tiny-llama", tmp_path, model_folder, atol=1e-5, remote_code=False)
     assert out["class"] == "LlamaForCausalLM" and out["module"].startswith("transformers.models.llama")
-    torch.testing.assert_close(torch.tensor(out["logits"]), local_logits(model_folder, out["ids"]), rtol=0, atol=1e-5)
 
 
-def test_training_scripts_push_to_hub(hub, tokenizer_dir, tmp_path):
+def run_script(path: str, argv: list[str]) -> None:
+    """`python scripts/PATH ARGV...`, in this process (a fresh Accelerator state each time)."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    saved = sys.argv
+    sys.argv = [path, *argv]
+    try:
+        runpy.run_path(str(REPO_ROOT / path), run_name="__main__")
+    finally:
+        sys.argv = saved
+
+
+def test_training_scripts_push_to_hub(hub, loader, tokenizer_dir, tmp_path):
     common = ["--preset", "debug", "--tokenizer", tokenizer_dir, "--tinyworld_documents", "300", "--block_size", "32",
               "--max_steps", "2", "--warmup_steps", "0", "--report_to", "none", "--push_to_hub"]  # fmt: skip
-    loop = [sys.executable, "scripts/train.py", *common, "--per_device_batch_size", "4", "--eval_documents", "5",
-            "--output_dir", str(tmp_path / "loop"), "--hub_model_id", "tester/from-loop"]  # fmt: skip
-    trainer = [sys.executable, "scripts/train_trainer.py", *common, "--per_device_train_batch_size", "4", "--use_cpu",
-               "--output_dir", str(tmp_path / "trainer"), "--hub_model_id", "from-trainer",
-               "--save_strategy", "no"]  # fmt: skip
-    for cmd in (loop, trainer):
-        env = {**os.environ, **hub.client_env(token=TOKEN, hf_home=tmp_path / "hf_push")}
-        result = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr[-4000:]
-        assert TOKEN not in result.stdout + result.stderr
+    loop = [*common, "--per_device_batch_size", "4", "--eval_documents", "5", "--output_dir", str(tmp_path / "loop"),
+            "--hub_model_id", "tester/from-loop"]  # fmt: skip
+    trainer = [*common, "--per_device_train_batch_size", "4", "--use_cpu", "--output_dir", str(tmp_path / "trainer"),
+               "--hub_model_id", "from-trainer", "--save_strategy", "no"]  # fmt: skip
+    with pushing(hub, tmp_path):
+        run_script("scripts/train.py", loop)
+        run_script("scripts/train_trainer.py", trainer)
     for repo, folder in (
         ("tester/from-loop", tmp_path / "loop" / "model"),
         ("tester/from-trainer", tmp_path / "trainer"),
@@ -212,35 +229,30 @@ def test_training_scripts_push_to_hub(hub, tokenizer_dir, tmp_path):
         assert {"README.md", "model.safetensors", "modeling_tinyllm.py", "tokenizer.json"} <= files.keys(), repo
         card = files["README.md"].decode()
         assert "pipeline_tag: text-generation" in card and "fine-tuned version of []" not in card
-        out = load_back(hub, repo, tmp_path)
-        torch.testing.assert_close(torch.tensor(out["logits"]), local_logits(folder, out["ids"]), rtol=0, atol=1e-6)
+        assert_loads_like(loader, repo, tmp_path, folder)
     # The token is in no file the runs wrote.
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.stat().st_size < 50_000_000:
             assert TOKEN.encode() not in path.read_bytes(), path
 
 
-ERRORS = """
-import json
-from hf_tinyllm.hub import HubError, push
-try:
-    push({folder!r}, {repo!r})
-    print(json.dumps({{"error": None}}))
-except HubError as err:
-    print(json.dumps({{"error": str(err)}}))
-"""
+def push_error(hub, tmp_path, folder, repo, token=TOKEN, **env) -> str:
+    with pushing(hub, tmp_path, token=token, **env), pytest.raises(HubError) as error:
+        push(folder, repo)
+    return str(error.value)
 
 
 def test_push_errors_are_clear_and_leave_everything_untouched(hub, model_folder, tmp_path):
     before = {p.name: p.read_bytes() for p in model_folder.iterdir()}
-    code = ERRORS.format(folder=str(model_folder), repo="tester/guarded")
-    assert "Not logged in" in client(hub, code, tmp_path, token=None)["error"]
-    client(hub, PUSH.format(folder=str(model_folder), repo="tester/guarded", options={}), tmp_path)
+    assert "Not logged in" in push_error(hub, tmp_path, model_folder, "tester/guarded", token=None)
+    assert not hub.repo_exists("tester/guarded")
+    with pushing(hub, tmp_path):
+        push(model_folder, "tester/guarded")
     commits = len(hub.commits("tester/guarded"))
-    denied = client(hub, code, tmp_path, token="hf_other")["error"]
+    denied = push_error(hub, tmp_path, model_folder, "tester/guarded", token="hf_other")
     assert "No permission to write to tester/guarded" in denied
     assert len(hub.commits("tester/guarded")) == commits
-    unreachable = client(hub, code, tmp_path, HF_ENDPOINT="http://127.0.0.1:9")["error"]
+    unreachable = push_error(hub, tmp_path, model_folder, "tester/guarded", HF_ENDPOINT="http://127.0.0.1:9")
     assert "Cannot reach the Hugging Face Hub" in unreachable
     assert {p.name: p.read_bytes() for p in model_folder.iterdir()} == before
 
@@ -252,63 +264,47 @@ def test_push_errors_are_clear_and_leave_everything_untouched(hub, model_folder,
 def test_round_trip_against_the_real_hub(model_folder, tmp_path):  # pragma: no cover - needs network
     from huggingface_hub import HfApi
 
-    from hf_tinyllm.hub import push
-
     api = HfApi()
     repo = f"{api.whoami()['name']}/tinyllm-live-test"
     push(model_folder, repo, private=True)
-    code = LOAD.format(repo=repo, revision="main", kw={"trust_remote_code": True})
-    result = subprocess.run([sys.executable, "-c", WITHOUT_HF_TINYLLM + code], capture_output=True, text=True,
-                            env={**os.environ, "HF_HOME": str(tmp_path / "hf")}, timeout=600)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = last_json_line(result.stdout)
+    with PythonWorker({"HF_HOME": str(tmp_path / "hf")}, prelude=WITHOUT_HF_TINYLLM) as worker:
+        out = worker.run(LOAD.format(repo=repo, revision="main", kw={"trust_remote_code": True}, cache=None))
     torch.testing.assert_close(torch.tensor(out["logits"]), local_logits(model_folder, out["ids"]), rtol=0, atol=1e-6)
     api.delete_repo(repo)
 
 
 def test_private_repository_and_pull_request(hub, model_folder, tmp_path):
-    client(hub, PUSH.format(folder=str(model_folder), repo="tester/secret", options={"private": True}), tmp_path)
-    assert hub.is_private("tester/secret")
-    url = client(hub, PUSH.format(folder=str(model_folder), repo="tester/tiny-pr", options={}), tmp_path)["url"]
-    main_before = hub.head("tester/tiny-pr")
     (tmp_path / "changed").mkdir()
     for path in model_folder.iterdir():
         (tmp_path / "changed" / path.name).write_bytes(path.read_bytes())
     (tmp_path / "changed" / "training_summary.json").write_text(json.dumps({"steps": 4, "tokens_seen": 512}))
-    options = {"create_pr": True, "commit_message": "longer run"}
-    pr_url = client(hub, PUSH.format(folder=str(tmp_path / "changed"), repo="tester/tiny-pr", options=options),
-                    tmp_path)["url"]  # fmt: skip
+    with pushing(hub, tmp_path):
+        push(model_folder, "tester/secret", private=True)
+        url = push(model_folder, "tester/tiny-pr")
+        main_before = hub.head("tester/tiny-pr")
+        pr_url = push(tmp_path / "changed", "tester/tiny-pr", create_pr=True, commit_message="longer run")
+    assert hub.is_private("tester/secret") and not hub.is_private("tester/tiny-pr")
     assert "/discussions/1" in pr_url and pr_url != url
     assert hub.head("tester/tiny-pr") == main_before  # main is untouched until the PR is merged
     assert json.loads(hub.files("tester/tiny-pr", revision="refs/pr/1")["training_summary.json"])["steps"] == 4
 
 
-TOKEN_ROUTES = """
-import json, runpy, sys
-from hf_tinyllm.cli import main
-from hf_tinyllm.hub import push
-
-folder, token = {folder!r}, {token!r}
-push(folder, "tester/by-argument", token=token)
-main(["push", folder, "tester/by-cli-flag", "--token", token])
-sys.argv = ["push_to_hub.py", folder, "tester/by-script", "--token", token]
-runpy.run_path({script!r}, run_name="__main__")
-statuses = []
-for repo, bad in (("tester/refused", "hf_wrong_secret"), ("intruder/refused", token)):  # 401, then 403
-    try:
-        main(["push", folder, repo, "--token", bad])
-    except SystemExit as stop:
-        statuses.append(stop.code)
-print(json.dumps({{"statuses": statuses}}))
-"""
-
-
 def test_a_token_passed_any_way_never_leaks(hub, model_folder, tmp_path):
-    """token=, --token, scripts/push_to_hub.py and refused pushes: the token is never printed (the client helper
-    checks stdout and stderr) nor written into the local folder or any pushed file."""
-    code = TOKEN_ROUTES.format(folder=str(model_folder), token=TOKEN, script=str(REPO_ROOT / "scripts/push_to_hub.py"))
-    out = client(hub, code, tmp_path, token=None)  # no HF_TOKEN: only the explicit routes carry the token
-    assert out["statuses"] == [2, 2]
+    """token=, --token, scripts/push_to_hub.py and refused pushes: the token is never printed (the autouse fixture
+    checks every file descriptor) nor written into the local folder or any pushed file."""
+    from hf_tinyllm.cli import main
+
+    folder = str(model_folder)
+    statuses = []
+    with pushing(hub, tmp_path, token=None):  # no HF_TOKEN: only the explicit routes carry the token
+        push(folder, "tester/by-argument", token=TOKEN)
+        main(["push", folder, "tester/by-cli-flag", "--token", TOKEN])
+        run_script("scripts/push_to_hub.py", [folder, "tester/by-script", "--token", TOKEN])
+        for repo, bad in (("tester/refused", "hf_wrong_secret"), ("intruder/refused", TOKEN)):  # 401, then 403
+            with pytest.raises(SystemExit) as stop:
+                main(["push", folder, repo, "--token", bad])
+            statuses.append(stop.value.code)
+    assert statuses == [2, 2]
     for repo in ("tester/by-argument", "tester/by-cli-flag", "tester/by-script"):
         files = hub.files(repo)
         assert "model.safetensors" in files and not any(TOKEN.encode() in data for data in files.values()), repo

@@ -3,9 +3,11 @@
 import contextlib
 import json
 import math
+import shutil
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, HfArgumentParser, TrainingArguments
 
 from hf_tinyllm.data.packing import DataCollatorForCausalLM
@@ -27,19 +29,46 @@ def trainer_run(output_dir, tokenizer_dir, *extra: str) -> dict:
     return run_trainer(*parser.parse_args_into_dataclasses(args=argv))
 
 
+def logged_steps(checkpoint) -> dict[int, tuple[float, float]]:
+    """(loss, grad_norm) per step from a checkpoint's trainer_state.json."""
+    history = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+    return {h["step"]: (h["loss"], h["grad_norm"]) for h in history if "loss" in h}
+
+
 def test_trainer_trains_evaluates_saves_and_resumes(tmp_path, tokenizer_dir):
-    metrics = trainer_run(tmp_path / "run", tokenizer_dir, "--gradient_accumulation_steps", "2")
-    assert metrics["eval_perplexity"] == pytest.approx(torch.tensor(metrics["eval_loss"]).exp().item(), rel=1e-4)
-    assert metrics["eval_bits_per_byte"] > 0 and 0 <= metrics["eval_accuracy"] <= 1
+    run = tmp_path / "run"
+    metrics = trainer_run(run, tokenizer_dir, "--gradient_accumulation_steps", "2")
     assert "documents/gap_bits_per_byte" in metrics and "documents/arithmetic_exact_match" in metrics
-    assert {"checkpoint-3", "checkpoint-6"} <= {p.name for p in (tmp_path / "run").iterdir()}
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "run")
-    assert model.config.use_cache and (tmp_path / "run" / "tokenizer.json").exists()
-    config = json.loads((tmp_path / "run" / "tokenizer_config.json").read_text())
+    assert {"checkpoint-3", "checkpoint-6"} <= {p.name for p in run.iterdir()}
+    model = AutoModelForCausalLM.from_pretrained(run).eval()
+    assert model.config.use_cache and (run / "tokenizer.json").exists()
+    config = json.loads((run / "tokenizer_config.json").read_text())
     assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
-    resumed = trainer_run(tmp_path / "run", tokenizer_dir, "--gradient_accumulation_steps", "2", "--max_steps", "8",
-                          "--resume_from_checkpoint", str(tmp_path / "run" / "checkpoint-6"))  # fmt: skip
-    assert resumed["epoch"] > metrics["epoch"]
+
+    # The evaluation metrics, recomputed from the saved model on the validation blocks.
+    data_args = DataArguments(tokenizer=tokenizer_dir, tinyworld_documents=600, block_size=32)
+    data = prepare_training_data(data_args, contextlib.nullcontext, run, seed=0)
+    blocks = DataCollatorForCausalLM(data.tokenizer.pad_token_id)(list(data.validation_blocks))
+    with torch.no_grad():
+        logits = model(input_ids=blocks["input_ids"], position_ids=blocks.get("position_ids")).logits[:, :-1]
+    targets = blocks["labels"][:, 1:]
+    valid = targets != -100
+    nll = torch.nn.functional.cross_entropy(logits[valid].double(), targets[valid], reduction="sum").item()
+    num_bytes = int(token_byte_lengths(data.tokenizer)[targets[valid].numpy()].sum())
+    assert metrics["eval_loss"] == pytest.approx(nll / valid.sum().item(), rel=1e-5)
+    assert metrics["eval_perplexity"] == pytest.approx(math.exp(nll / valid.sum().item()), rel=1e-5)
+    assert metrics["eval_bits_per_byte"] == pytest.approx(nll / math.log(2) / num_bytes, rel=1e-5)
+    assert metrics["eval_accuracy"] == pytest.approx((logits.argmax(-1)[valid] == targets[valid]).float().mean())
+
+    # Resumed from checkpoint-3 in another folder: the same losses and gradient norms at every step, the same weights.
+    shutil.copytree(run / "checkpoint-3", tmp_path / "resumed" / "checkpoint-3")
+    trainer_run(tmp_path / "resumed", tokenizer_dir, "--gradient_accumulation_steps", "2",
+                "--resume_from_checkpoint", str(tmp_path / "resumed" / "checkpoint-3"))  # fmt: skip
+    straight, resumed = logged_steps(run / "checkpoint-6"), logged_steps(tmp_path / "resumed" / "checkpoint-6")
+    assert sorted(straight) == list(range(1, 7))
+    assert resumed == straight  # equal floats: steps 4-6 were trained again after the restore
+    a, b = (load_file(folder / "model.safetensors") for folder in (run, tmp_path / "resumed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 ARITHMETIC_FINE_TUNE = ["--tinyworld_weights", '{"arithmetic": 1}', "--save_strategy", "no", "--eval_strategy", "no",

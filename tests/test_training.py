@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -58,11 +59,11 @@ def final_weights(output_dir) -> dict[str, torch.Tensor]:
     return load_file(checkpoints(output_dir)[-1] / "model.safetensors")
 
 
-# What a resume must restore: the data order across epoch boundaries (30 documents make about 3 steps of 2 x 4 blocks
-# an epoch: the run stops in the first epoch and ends in a later one) and the accumulation of 2 micro-batches per step.
-# Dropout is not on here yet: with residual_dropout 0.1 two fresh runs of the same seed already differ at step 1
-# (issue 13 follows that up).
-RESUME_STRESS = ["--tinyworld_documents", "30", "--gradient_accumulation_steps", "2", "--max_steps", "10"]
+# What a resume must restore: the random stream of dropout (on in the attention and the residual branches), the data
+# order across epoch boundaries (30 documents make about 3 steps of 2 x 4 blocks an epoch: the run stops in the first
+# epoch and ends in a later one) and the accumulation of 2 micro-batches per step.
+RESUME_STRESS = ["--tinyworld_documents", "30", "--gradient_accumulation_steps", "2", "--max_steps", "10",
+                 "--model_overrides", '{"residual_dropout": 0.1, "attention_dropout": 0.1}']  # fmt: skip
 
 
 def test_resumed_run_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path, tokenizer_dir):
@@ -94,63 +95,116 @@ def test_gradient_accumulation_4x2_equals_1x8(tmp_path, tokenizer_dir):
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
 
 
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path, tokenizer_dir):
-    run(small_run(tmp_path / "one", tokenizer_dir, "--per_device_batch_size", "8", "--max_steps", "4"))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "scripts/train.py",
-           *small_run(tmp_path / "two", tokenizer_dir, "--per_device_batch_size", "4", "--max_steps", "4")]  # fmt: skip
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = printed_summary(result.stdout)
-    assert summary["hardware"]["num_processes"] == 2 and "MULTI_CPU" in summary["hardware"]["distributed_type"]
-    # Same samples per step; only the order of the floating-point sums differs.
-    assert_same_steps(tmp_path / "one", tmp_path / "two")
-    a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+CONSTANT_LR = ["--warmup_steps", "0", "--lr_scheduler_type", "constant"]  # a schedule that ignores max_steps
+NO_GPU = {"CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
+
+
+def wait_for_steps(output_dir, steps: int, process: subprocess.Popen, timeout: float = 240) -> None:
+    metrics = output_dir / "logs" / "metrics.jsonl"
+    deadline = time.time() + timeout
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= steps):
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.time() < deadline, f"no {steps} logged steps within {timeout} s"
+        time.sleep(0.2)
+
+
+def test_sigterm_to_the_launcher_then_a_torchrun_resume_match_one_process(tmp_path, tokenizer_dir):
+    """Two processes launched with the shipped configs/accelerate/cpu_2proc.yaml. SIGTERM to the launcher (what a
+    scheduler's preemption sends) reaches both ranks, which stop after the same step with one checkpoint; torchrun
+    resumes them 2 steps further. Every step's loss and gradient norm, and the final weights, equal those of one
+    process with the same global batch."""
+    two = tmp_path / "two"
+    argv = small_run(two, tokenizer_dir, "--per_device_batch_size", "4", "--max_steps", "100000", *CONSTANT_LR)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(REPO_ROOT / "configs/accelerate/cpu_2proc.yaml"), "scripts/train.py", *argv]  # fmt: skip
+    launcher = launch(cmd)
+    wait_for_steps(two, 3, launcher)
+    launcher.send_signal(signal.SIGTERM)
+    stdout, stderr = outcome(launcher)
+    assert "\n{\n" in stdout, stderr[-3000:]
+    summary = printed_summary(stdout)  # rank 0's, written after the collective final checkpoint
+    assert summary["stopped_by"] == "SIGTERM" and summary["hardware"]["num_processes"] == 2
+    stopped = summary["steps"]
+    assert [p.name for p in checkpoints(two)] == [f"checkpoint-{stopped}"]
+    assert resolve_checkpoint("latest", two).name == f"checkpoint-{stopped}"  # complete: its manifest checks out
+
+    resume = small_run(two, tokenizer_dir, "--per_device_batch_size", "4", "--max_steps", str(stopped + 2),
+                       *CONSTANT_LR, "--resume_from_checkpoint", "latest")  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "scripts/train.py", *resume]
+    torchrun = launch(cmd)
+    stdout, stderr = outcome(torchrun)
+    assert torchrun.returncode == 0, stderr[-3000:]
+    resumed = printed_summary(stdout)
+    assert resumed["finished"] and resumed["steps"] == stopped + 2
+    assert "MULTI_CPU" in resumed["hardware"]["distributed_type"]
+
+    run(small_run(tmp_path / "one", tokenizer_dir, "--per_device_batch_size", "8", "--max_steps", str(stopped + 2),
+                  *CONSTANT_LR))  # fmt: skip
+    assert sorted(losses(two)) == list(range(1, stopped + 3))
+    assert_same_steps(tmp_path / "one", two)  # only the order of the floating-point sums differs
+    a, b = final_weights(tmp_path / "one"), final_weights(two)
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
 
 
-def test_sigterm_finishes_the_step_and_leaves_a_resumable_checkpoint(tmp_path, tokenizer_dir):
+def test_sigint_finishes_the_step_and_leaves_a_resumable_checkpoint(tmp_path, tokenizer_dir):
+    """Ctrl-C (SIGINT, here sent to this process once 3 steps are logged) ends the run after the current step with a
+    checkpoint, instead of a KeyboardInterrupt that loses the work since the last save."""
     output = tmp_path / "sig"
-    argv = small_run(output, tokenizer_dir, "--max_steps", "100000", "--warmup_steps", "0")
-    process = subprocess.Popen([sys.executable, "scripts/train.py", *argv], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
     metrics = output / "logs" / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
-        time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=240)
-    assert process.returncode == 0, stderr[-3000:]
-    assert "SIGTERM received" in stdout
-    summary = printed_summary(stdout)
-    assert summary["stopped_by"] == "SIGTERM" and not summary["finished"]
-    latest = resolve_checkpoint("latest", output)
-    assert latest.name == f"checkpoint-{summary['steps']}"
+    finished = threading.Event()
+
+    def interrupt_after_three_steps() -> None:
+        while not finished.wait(0.05):
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+
+    threading.Thread(target=interrupt_after_three_steps, daemon=True).start()
+    try:
+        summary = run(small_run(output, tokenizer_dir, "--max_steps", "100000", "--warmup_steps", "0"))
+    finally:
+        finished.set()
+    assert summary["stopped_by"] == "SIGINT" and not summary["finished"]
+    assert summary["steps"] >= 3 and summary["steps"] == max(losses(output))
+    assert [p.name for p in checkpoints(output)] == [f"checkpoint-{summary['steps']}"]
     resumed = run(small_run(output, tokenizer_dir, "--resume_from_checkpoint", "latest", "--warmup_steps", "0",
                             "--max_steps", str(summary["steps"] + 2)))  # fmt: skip
     assert resumed["finished"] and resumed["steps"] == summary["steps"] + 2
+    assert sorted(losses(output)) == list(range(1, summary["steps"] + 3))
+
+
+def launch(cmd: list[str]) -> subprocess.Popen:
+    """A multi-process run in its own process group, so that a hung run can be killed whole."""
+    env = {**os.environ, **NO_GPU}
+    return subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # fmt: skip
+
+
+def outcome(process: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
+    """stdout and stderr of a run that must end within `timeout` s; a hung run is killed and fails the test."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"the run hung ({timeout:.0f} s) and was killed:\n{stdout[-2000:]}\n{stderr[-3000:]}")
 
 
 def test_sigterm_to_one_rank_stops_both_at_the_same_step_with_one_checkpoint(tmp_path, tokenizer_dir):
     import psutil
 
     output = tmp_path / "two"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "scripts/train.py",
-           *small_run(output, tokenizer_dir, "--max_steps", "100000", "--warmup_steps", "0")]  # fmt: skip
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
-    launcher = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    metrics = output / "logs" / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
-        time.sleep(0.2)
+    argv = small_run(output, tokenizer_dir, "--max_steps", "100000", "--warmup_steps", "0")
+    launcher = launch([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                       "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "scripts/train.py",
+                       *argv])  # fmt: skip
+    wait_for_steps(output, 3, launcher)
     workers = {p.environ().get("RANK"): p for p in psutil.Process(launcher.pid).children(recursive=True)
                if p.environ().get("RANK") is not None}  # fmt: skip
     assert set(workers) == {"0", "1"}
     workers["1"].send_signal(signal.SIGTERM)  # the main process never sees a signal
-    stdout, stderr = launcher.communicate(timeout=240)
+    stdout, stderr = outcome(launcher)
     assert launcher.returncode == 0, stderr[-3000:]
     # Rank 0 (the one printing the summary) never got a signal, yet stopped: the decision reached it. Its summary
     # comes after the final checkpoint, a collective save that only completes when both ranks stop after the same

@@ -8,7 +8,7 @@ from .arguments import (
     RunArguments,
     parse_train_arguments,
 )
-from .loop import NonFiniteLossError, train
+from .loop import NonFiniteLossError, accumulate_gradients, train
 
 __all__ = [
     "DataArguments",
@@ -17,6 +17,7 @@ __all__ = [
     "OptimArguments",
     "ProbeArguments",
     "RunArguments",
+    "accumulate_gradients",
     "parse_train_arguments",
     "train",
 ]

@@ -148,6 +148,12 @@ class RunArguments:
         default=0, metadata={"help": "Non-finite losses to skip (no update) before stopping; 0 stops at the first."}
     )
     torch_compile: bool = field(default=False)
+    torch_compile_backend: str = field(
+        default="inductor", metadata={"help": "torch.compile backend (as TrainingArguments): inductor, aot_eager, ..."}
+    )
+    torch_compile_mode: str | None = field(
+        default=None, metadata={"help": "torch.compile mode: default, reduce-overhead, max-autotune, ..."}
+    )
     gradient_checkpointing: bool = field(default=False)
     allow_tf32: bool = field(default=True, metadata={"help": "TF32 matmuls on Ampere+ GPUs."})
     report_to: str = field(default="tensorboard", metadata={"help": "Comma-separated trackers; 'none' for jsonl only."})
@@ -175,6 +181,15 @@ class RunArguments:
             )
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id user/name.")
+        if self.torch_compile:
+            import torch._dynamo
+
+            backends = torch._dynamo.list_backends(exclude_tags=())
+            if self.torch_compile_backend not in backends:
+                raise ValueError(
+                    f"--torch_compile_backend {self.torch_compile_backend!r} is not a torch.compile backend; choose "
+                    f"one of {', '.join(backends)}."
+                )
 
 
 @dataclass

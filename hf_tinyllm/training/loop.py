@@ -116,6 +116,22 @@ def _batches(accelerator: Accelerator, dataloader, progress: TrainingProgress):
         progress.batches_in_epoch = 0
 
 
+def accumulate_gradients(accelerator: Accelerator, model: torch.nn.Module, micro_batches: list[dict]) -> torch.Tensor:
+    """Forward and backward over the micro-batches of one optimizer step on every process. The gradients left on the
+    parameters are those of the mean next-token loss over all the step's labels (-100 excluded) on all processes,
+    however unevenly the labels fall into micro-batches and processes; returns that loss (a scalar tensor)."""
+    local_items = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro_batches)
+    num_items = accelerator.reduce(torch.tensor(local_items, device=accelerator.device), "sum")
+    step_loss = torch.zeros((), device=accelerator.device)
+    for i, batch in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        with nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
+            loss = model(**batch, num_items_in_batch=num_items).loss  # local token-NLL sum / global tokens
+        accelerator.backward(loss * accelerator.num_processes)  # DDP averages over processes
+        step_loss += loss.detach()
+    return accelerator.reduce(step_loss, "sum")
+
+
 def train(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -179,18 +195,20 @@ def _train(
     flops_per_token = training_flops_per_token(model.config, matmul_parameters(model), data_args.block_size)
     model, dataloader, *optimizers = accelerator.prepare(model, dataloader, *optimizers)
     if run_args.torch_compile:
-        model = torch.compile(model)
+        model = torch.compile(model, backend=run_args.torch_compile_backend, mode=run_args.torch_compile_mode)
     progress = TrainingProgress()
     for obj in (*schedulers, progress):  # not prepared: Accelerate would step schedulers once per process
         accelerator.register_for_checkpointing(obj)
+    config_values = {**asdict(model_args), **asdict(data_args), **asdict(optim_args), **asdict(run_args)}
+    accelerator.init_trackers("tinyllm", config={k: v for k, v in config_values.items() if v is not None})
+    unwrapped = accelerator.unwrap_model(model)
+    # The random stream of training (dropout) starts here, from the seed, whatever the setup drew from it (a first
+    # import of an optional library may); a resumed run replaces it with the checkpoint's.
+    set_seed(run_args.seed)
     resume = resolve_checkpoint(run_args.resume_from_checkpoint, output_dir, run_configuration)
     if resume is not None:
         accelerator.load_state(str(resume))
         accelerator.print(f"Resumed from {resume} at step {progress.step}")
-
-    config_values = {**asdict(model_args), **asdict(data_args), **asdict(optim_args), **asdict(run_args)}
-    accelerator.init_trackers("tinyllm", config={k: v for k, v in config_values.items() if v is not None})
-    unwrapped = accelerator.unwrap_model(model)
     tokens_per_step = (
         optim_args.per_device_batch_size * data_args.block_size * optim_args.gradient_accumulation_steps
         * accelerator.num_processes
@@ -232,17 +250,12 @@ def _train(
     model.train()
     with StopSignal() as stop:
         while progress.step < stop_at:
-            micro_batches = [next(batches) for _ in range(optim_args.gradient_accumulation_steps)]
-            local_items = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro_batches)
-            num_items = accelerator.reduce(torch.tensor(local_items, device=accelerator.device), "sum")
-            step_loss = torch.zeros((), device=accelerator.device)
-            for i, batch in enumerate(micro_batches):
-                last = i == len(micro_batches) - 1
-                with nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
-                    loss = model(**batch, num_items_in_batch=num_items).loss  # local token-NLL sum / global tokens
-                accelerator.backward(loss * accelerator.num_processes)  # DDP averages over processes
-                step_loss += loss.detach()
-            step_loss = accelerator.reduce(step_loss, "sum")
+            # Starting an epoch draws from the global generator (a worker seed; on several processes, a broadcast of
+            # its state); keep data loading off the stream dropout draws from, since a resumed run starts its epoch
+            # at another moment than the uninterrupted run did.
+            with torch.random.fork_rng(devices=[]):
+                micro_batches = [next(batches) for _ in range(optim_args.gradient_accumulation_steps)]
+            step_loss = accumulate_gradients(accelerator, model, micro_batches)
             max_norm = optim_args.max_grad_norm if optim_args.max_grad_norm > 0 else float("inf")
             # The global norm before clipping (None under DeepSpeed, whose engine clips by its own config).
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
@@ -365,4 +378,4 @@ def _log_eval(accelerator: Accelerator, metrics: dict, step: int, history: list[
     accelerator.print(f"step {step}: {shown}")
 
 
-__all__ = ["JsonlTracker", "NonFiniteLossError", "train"]
+__all__ = ["JsonlTracker", "NonFiniteLossError", "accumulate_gradients", "train"]

@@ -27,8 +27,9 @@ def matmul_parameters(model: torch.nn.Module) -> int:
 def matmul_peak_flops(device_type: str, dtype: torch.dtype, n: int = 2048, iters: int = 10) -> float:
     """Measured FLOP/s of a square matmul on this machine: the practical peak MFU is relative to."""
     device = torch.device(device_type)
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    generator = torch.Generator(device=device).manual_seed(0)  # its own: the global one is a training run's stream
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
     best = float("inf")
     for _ in range(iters + 1):  # the first is a warm-up
         if device.type == "cuda":
