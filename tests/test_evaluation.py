@@ -123,8 +123,18 @@ def test_evaluate_model_reports_the_gap_to_the_exact_source(tokenizer, tinyworld
     assert result["gap_bits_per_byte"] > 0  # an untrained model is far from the true distribution
     assert result["gap_to_floor"] == pytest.approx(result["bits_per_byte"] / 0.25 - 1)
     assert result["perplexity"] == pytest.approx(math.exp(result["loss"]))
-    assert 0 <= result["next_token_accuracy"] <= 1 and 0 <= result["arithmetic_exact_match"] <= 1
-    assert result["arithmetic_examples"][0]["prompt"].endswith("equals")
+    correct = tokens = 0
+    with torch.no_grad():  # next-token accuracy by hand, one document at a time: argmax == the next token
+        for row in rows:
+            ids = torch.tensor([[*tokenizer(row["text"]).input_ids, tokenizer.eos_token_id]])
+            assert ids.shape[1] <= model.config.max_position_embeddings  # one window per document
+            correct += int((model(ids).logits[0, :-1].argmax(-1) == ids[0, 1:]).sum())
+            tokens += ids.shape[1] - 1
+    assert result["num_tokens"] == tokens and result["next_token_accuracy"] == pytest.approx(correct / tokens)
+    # An untrained model answers no sum (the trained case is the next test); the answers are what it generated.
+    assert result["arithmetic_exact_match"] == 0.0
+    examples = result["arithmetic_examples"]
+    assert examples[0]["prompt"].endswith("equals") and all(e["generated"] != e["answer"] for e in examples)
 
 
 def test_exact_match_on_a_model_that_learned_its_sums(tokenizer):

@@ -11,7 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, 
 
 from hf_tinyllm.data import TinyWorldConfig
 from hf_tinyllm.data.tinyworld import TinyWorld, tinyworld_dataset
-from hf_tinyllm.evaluation import evaluate_model
+from hf_tinyllm.evaluation import arithmetic_exact_match, evaluate_model
+from hf_tinyllm.insight.geometry import analogy
 from hf_tinyllm.insight.learning import LearningProbe, probe_records
 from hf_tinyllm.training import DataArguments, ModelArguments, ProbeArguments, parse_train_arguments, train
 from hf_tinyllm.training.trainer import LoraArguments, run_trainer
@@ -54,7 +55,10 @@ def test_probe_matches_evaluate_model_and_leaves_the_model_as_found(trained_tiny
                             floor_bits_per_byte=generator.floor_bits_per_byte())  # fmt: skip
     assert record["probe/heldout_exact_match"] == direct["arithmetic_exact_match"]
     assert record["probe/validation_bits_per_byte"] == pytest.approx(direct["bits_per_byte"], rel=1e-6)
-    assert 0 <= record["probe/trained_exact_match"] <= 1 and record["probe/analogy_rank_queen"] >= 1
+    trained = [asdict(p) for p in generator.trained_problems(len(heldout))]
+    assert record["probe/trained_exact_match"] == arithmetic_exact_match(model, tokenizer, trained)["exact_match"]
+    rank = analogy(model, tokenizer, *probe.analogy_words[:3], expected=probe.analogy_words[3]).expected_rank
+    assert record[f"probe/analogy_rank_{probe.analogy_words[3]}"] == rank >= 1
     blame = [v for k, v in record.items() if k.startswith("probe/blame_")]
     assert len(blame) == 5 and sum(blame) == pytest.approx(1.0, abs=1e-6)
     # the input side touches exactly the batch's tokens; the tied head gives every row a gradient

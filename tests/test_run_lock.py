@@ -1,6 +1,7 @@
 """One writer per run folder: a live owner's lock refuses a second run; a dead owner's lock is taken over."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -18,7 +19,8 @@ def dead_pid() -> int:
 
 def test_a_second_writer_is_refused_while_the_first_lives(tmp_path):
     with run_folder_lock(tmp_path) as lock:
-        assert json.loads(lock.read_text())["pid"] > 0
+        owner = json.loads(lock.read_text())
+        assert (owner["pid"], owner["host"]) == (os.getpid(), socket.gethostname())
         refused = pytest.raises(RunFolderLockedError, match=r"in use by another training run \(pid \d+ on .*\); wait")
         with refused, run_folder_lock(tmp_path):
             pass

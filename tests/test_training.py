@@ -344,3 +344,29 @@ def test_loss_curve_panels_say_when_too_few_points_were_logged():
     assert "one point (step 200: 0.326)" in single.texts[0].get_text() and single.lines[0].get_marker() == "o"
     assert not curve.texts and len(curve.lines[0].get_xdata()) == 2
     plt.close("all")
+
+
+def test_every_shipped_accelerate_config_is_one_the_loop_accepts():
+    """The GPU configs cannot run here; they must at least load as Accelerate reads them and agree with what the
+    loop requires (the CPU ones are launched by the multi-process tests)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    from hf_tinyllm.modeling_tinyllm import TinyLLMDecoderLayer
+    from hf_tinyllm.training import OptimArguments
+
+    paths = sorted((REPO_ROOT / "configs/accelerate").glob("*.yaml"))
+    assert {p.stem for p in paths} >= {"cpu", "cpu_2proc", "ddp", "fsdp2", "fsdp2_cpu", "deepspeed_zero2",
+                                       "deepspeed_zero2_cpu", "deepspeed_zero3", "deepspeed_zero3_cpu"}  # fmt: skip
+    defaults = OptimArguments()
+    for path in paths:
+        config = load_config_from_file(str(path))
+        assert config.mixed_precision in ("no", "bf16", "fp16") and config.num_processes >= 1, path.name
+        if config.distributed_type == DistributedType.DEEPSPEED:  # the loop refuses other values (sharding.py)
+            assert config.deepspeed_config["gradient_accumulation_steps"] == 1, path.name
+            assert config.deepspeed_config["gradient_clipping"] == defaults.max_grad_norm, path.name
+        if config.distributed_type == DistributedType.FSDP:
+            assert config.fsdp_config["fsdp_version"] == 2, path.name  # FSDP1 is refused
+            assert config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == TinyLLMDecoderLayer.__name__
+        if path.stem.endswith("cpu") or path.stem == "cpu_2proc":
+            assert config.mixed_precision == "no", path.name  # fp32 on CPU

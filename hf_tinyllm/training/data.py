@@ -36,9 +36,19 @@ class TrainingData:
         )  # fmt: skip
 
 
+def tinyworld_validation_documents(train_documents: int) -> int:
+    """Validation documents for a TinyWorld run: 5% of its training documents, at least 100 and at most TinyWorld's
+    default of 2,000 (reached at 40,000 training documents, the default run), so a 600-document experiment does not
+    generate, tokenise and pack three times its training set for validation."""
+    return min(TinyWorldConfig.num_validation_documents, max(100, train_documents // 20))
+
+
 def tinyworld_config(args: DataArguments) -> TinyWorldConfig:
     """The TinyWorld configuration a run's data arguments ask for."""
-    config = TinyWorldConfig(num_train_documents=args.tinyworld_documents)
+    config = TinyWorldConfig(
+        num_train_documents=args.tinyworld_documents,
+        num_validation_documents=tinyworld_validation_documents(args.tinyworld_documents),
+    )
     if args.tinyworld_weights:
         config.family_weights = json.loads(args.tinyworld_weights)
     return config
@@ -91,4 +101,4 @@ def prepare_training_data(
     return TrainingData(tokenizer, blocks(train), blocks(validation), validation, heldout, floor, trained)
 
 
-__all__ = ["TrainingData", "prepare_training_data", "tinyworld_config"]
+__all__ = ["TrainingData", "prepare_training_data", "tinyworld_config", "tinyworld_validation_documents"]
