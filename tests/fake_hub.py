@@ -48,6 +48,7 @@ import hashlib
 import hmac
 import importlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -1338,6 +1339,59 @@ def hub_client(env: dict[str, str]) -> Iterator[None]:
         vars(constants).update(saved_constants)
         shared.endpoint = saved_endpoint
         shared._whoami_cache.clear()
+
+
+class RecordText(logging.Handler):
+    """The messages of the log records that reach it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def records_of(*loggers: str) -> Iterator[RecordText]:
+    """The records reaching `loggers` ("" is the root) while the block runs. transformers' records do not propagate
+    to the root (its own handler prints them), so watch its logger too."""
+    handler = RecordText()
+    for name in loggers:
+        logging.getLogger(name).addHandler(handler)
+    try:
+        yield handler
+    finally:
+        for name in loggers:
+            logging.getLogger(name).removeHandler(handler)
+
+
+class ShownOutput:
+    """capfd for a test that may read it (`readouterr`, capsys-like), keeping everything read for a final check."""
+
+    def __init__(self, capfd) -> None:
+        self._capfd, self.seen = capfd, []
+
+    def readouterr(self):
+        captured = self._capfd.readouterr()
+        self.seen += [captured.out, captured.err]
+        return captured
+
+
+def never_shows(token: str):
+    """An autouse fixture for a module whose tests push in-process: after each test, nothing it printed (through any
+    file descriptor) or logged (records reaching the root or transformers' logger) contains `token`. Its value is a
+    `ShownOutput`, for tests that read their output. Use: `shown = never_shows(TOKEN)` at module level."""
+
+    @pytest.fixture(autouse=True)
+    def shown(capfd) -> Iterator[ShownOutput]:
+        output = ShownOutput(capfd)
+        with records_of("", "transformers") as logged:
+            yield output
+        output.readouterr()
+        assert token not in "".join(output.seen + logged.messages)
+
+    return shown
 
 
 def run_hub_client(code: str, env: dict[str, str], *, timeout: float = 120) -> Any:

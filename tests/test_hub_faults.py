@@ -1,24 +1,28 @@
 """Hub faults (issue 11): a push whose connection drops midway fails with a clear error, leaves the local folder
 untouched and the repository without a half commit, and the same push run again completes.
 
-The real clients push, in fresh interpreters, to the offline Hub of tests/fake_hub.py, which resets the connection
-after N bytes of an upload body (`FakeHub.drop_uploads`).
+The real clients push, in this process (pointed at the server by `hub_client`), to the offline Hub of
+tests/fake_hub.py, which resets the connection after N bytes of an upload body (`FakeHub.drop_uploads`).
 """
 
 import hashlib
+import io
 import json
-import os
 import socket
-import subprocess
-import sys
+import time
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import REPO_ROOT, last_json_line, tiny_model
-from fake_hub import DROPPED, FakeHub
+from conftest import tiny_model
+from fake_hub import DROPPED, FakeHub, hub_client, never_shows, records_of
+from huggingface_hub import HfApi
+from huggingface_hub.utils import _http
 
+from hf_tinyllm.cli import main
+from hf_tinyllm.hub import PushInterruptedError, push
 from hf_tinyllm.tokenization import model_overrides_for, train_tokenizer, write_tokenizer_files
 
 TOKEN = "hf_test_token"
@@ -64,11 +68,7 @@ def assert_complete(hub: FakeHub, repo: str, folder: Path, base: str) -> None:
     assert len(history) == 2 and history[1].oid == base, [c.title for c in history]
 
 
-def run(hub: FakeHub, argv: list[str], home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, **hub.client_env(token=TOKEN, hf_home=home)}
-    result = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert TOKEN not in result.stdout + result.stderr
-    return result
+shown = never_shows(TOKEN)  # nothing a test prints or logs contains the token
 
 
 @dataclass
@@ -77,27 +77,39 @@ class CutPush:
     repo: str
     base: str  # the repository's head before the push
     before: dict[str, str]  # digest of the folder before the push
-    result: subprocess.CompletedProcess
+    status: int | str | None  # the exit status of `tinyllm push` (0: it returned)
+    stderr: str
     dropped: list[str]  # the endpoints of the requests the server cut
 
 
 @pytest.fixture(scope="module")
 def cut_cli_push(hub, tmp_path_factory) -> CutPush:
     """`tinyllm push` with the connection cut midway through the commit body. The commit POST carries the regular
-    files inline; huggingface_hub does not retry it, so the first cut fails the push."""
+    files inline; huggingface_hub does not retry it, so the first cut fails the push.
+
+    Runs in this process (module scope: capfd is not available, so the output is captured here: the CLI prints its
+    `error: ...` line to `sys.stderr` as it is at that moment)."""
     tmp = tmp_path_factory.mktemp("cut_commit")
     folder, repo = save_model_folder(tmp / "model", seed=0), "tester/cut-commit"
     base, before = hub.create_repo(repo), digest(folder)
     hub.drop_uploads(after_bytes=CUT_AFTER, kind="commit")
-    result = run(hub, [sys.executable, "-m", "hf_tinyllm.cli", "push", str(folder), repo], tmp / "hf_home")
+    out, err = io.StringIO(), io.StringIO()
+    env = hub.client_env(token=TOKEN, hf_home=tmp / "hf_home")
+    with hub_client(env), records_of("", "transformers") as logged, redirect_stdout(out), redirect_stderr(err):
+        try:
+            main(["push", str(folder), repo])
+            status = 0
+        except SystemExit as stop:
+            status = stop.code
+    assert TOKEN not in out.getvalue() + err.getvalue() + "".join(logged.messages)  # the token is never printed
     dropped = [r.endpoint for r in hub.requests if r.status == DROPPED]
-    return CutPush(folder, repo, base, before, result, dropped)
+    return CutPush(folder, repo, base, before, status, err.getvalue(), dropped)
 
 
 def test_a_push_cut_midway_fails_clearly_and_changes_nothing(hub, cut_cli_push):
     cut = cut_cli_push
-    assert cut.result.returncode != 0
-    stderr = cut.result.stderr
+    assert cut.status == 2, cut.stderr[-3000:]  # a user error: `error: ...`, exit status 2
+    stderr = cut.stderr
     assert f"The push to {cut.repo} was interrupted: the connection failed during the upload" in stderr
     assert "run the same push again to finish." in stderr
     assert cut.dropped == [COMMIT]
@@ -106,29 +118,21 @@ def test_a_push_cut_midway_fails_clearly_and_changes_nothing(hub, cut_cli_push):
     assert hub.has_lfs_object(weights_oid(cut.folder))  # the weights reached the LFS store before the cut
 
 
-SAME_PUSHES_AGAIN = """
-import json, time
-from huggingface_hub import HfApi
-from hf_tinyllm.hub import PushInterruptedError, push
+class RecordedSleeps:
+    """Stands in for the `time` module of huggingface_hub's HTTP helpers: its backoff waits are recorded instead of
+    slept (~23 s); everything else is the real `time`."""
 
-out = {{"cli_repo_url": push({cli_folder!r}, {cli_repo!r})}}  # the same push as the cut CLI one
+    def __init__(self) -> None:
+        self.waits: list[float] = []
 
-waits = []
-time.sleep = waits.append  # record huggingface_hub's backoff waits instead of sleeping them (~23 s)
-try:
-    push({folder!r}, {repo!r})
-except PushInterruptedError as err:
-    out["error"], out["connection_error"] = str(err), isinstance(err, ConnectionError)
-out["waits_failed"], waits[:] = list(waits), []
-info = HfApi().model_info({repo!r})
-out["sha"], out["files"] = info.sha, sorted(s.rfilename for s in info.siblings)
-out["url"] = push({folder!r}, {repo!r})
-out["waits_second"] = waits
-print(json.dumps(out))
-"""
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
 
 
-def test_lfs_cut_fails_after_the_clients_retries_and_the_same_pushes_complete(hub, cut_cli_push, tmp_path):
+def test_lfs_cut_fails_after_the_clients_retries_and_the_same_pushes_complete(hub, cut_cli_push, tmp_path, monkeypatch):
     """Runs the cut CLI push again, then pushes another folder whose LFS PUT is cut 7 times: huggingface_hub
     retries a PUT 5 times (1, 2, 4, 8, 8 s) and gives up; the 7th cut hits the second push, whose retry recovers."""
     cut = cut_cli_push
@@ -136,10 +140,20 @@ def test_lfs_cut_fails_after_the_clients_retries_and_the_same_pushes_complete(hu
     base, before = hub.create_repo(repo), digest(folder)
     hub.clear_requests()
     hub.drop_uploads(after_bytes=CUT_AFTER, times=7, kind="lfs")
-    code = SAME_PUSHES_AGAIN.format(cli_folder=str(cut.folder), cli_repo=cut.repo, folder=str(folder), repo=repo)
-    result = run(hub, [sys.executable, "-c", code], tmp_path / "hf_home")
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = last_json_line(result.stdout)
+    out = {}
+    with hub_client(hub.client_env(token=TOKEN, hf_home=tmp_path / "hf_home")):
+        push(cut.folder, cut.repo)  # the same push as the cut CLI one
+
+        sleeps = RecordedSleeps()
+        monkeypatch.setattr(_http, "time", sleeps)  # where huggingface_hub's retries (http_backoff) sleep
+        with pytest.raises(PushInterruptedError) as error:
+            push(folder, repo)
+        out["error"], out["connection_error"] = str(error.value), isinstance(error.value, ConnectionError)
+        out["waits_failed"], sleeps.waits = sleeps.waits, []
+        info = HfApi().model_info(repo)
+        out["sha"], out["files"] = info.sha, sorted(s.rfilename for s in info.siblings)
+        push(folder, repo)
+        out["waits_second"] = sleeps.waits
 
     assert_complete(hub, cut.repo, cut.folder, cut.base)
     assert digest(cut.folder) == cut.before

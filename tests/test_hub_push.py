@@ -14,7 +14,7 @@ import torch
 import yaml
 from accelerate.state import AcceleratorState
 from conftest import REPO_ROOT, WITHOUT_HF_TINYLLM, tiny_model
-from fake_hub import FakeHub, hub_client
+from fake_hub import FakeHub, hub_client, never_shows
 from huggingface_hub import ModelCard
 from python_worker import PythonWorker
 
@@ -40,14 +40,7 @@ def loader(hub, tmp_path_factory):
         assert TOKEN not in worker.output()  # the token is never printed or logged while loading
 
 
-@pytest.fixture(autouse=True)
-def no_token_in_output(capfd, caplog):
-    """Nothing a push prints (through any file descriptor) or logs (any record that would reach a handler) contains
-    the token."""
-    yield
-    out, err = capfd.readouterr()
-    logged = "".join(record.getMessage() for record in caplog.get_records("call"))
-    assert TOKEN not in out + err + logged
+shown = never_shows(TOKEN)  # nothing a test prints or logs contains the token
 
 
 @contextmanager
@@ -291,7 +284,7 @@ def test_private_repository_and_pull_request(hub, model_folder, tmp_path):
 
 def test_a_token_passed_any_way_never_leaks(hub, model_folder, tmp_path):
     """token=, --token, scripts/push_to_hub.py and refused pushes: the token is never printed (the autouse fixture
-    checks every file descriptor) nor written into the local folder or any pushed file."""
+    checks every file descriptor and the logs) nor written into the local folder or any pushed file."""
     from hf_tinyllm.cli import main
 
     folder = str(model_folder)

@@ -2,6 +2,7 @@
 checked against `hf_tinyllm.insight` computed directly on the same model."""
 
 import json
+import logging
 import shutil
 import socket
 import subprocess
@@ -10,7 +11,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, cli_user_error
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_tinyllm.insight.geometry import analogy, nearest_neighbours, word_map
@@ -131,9 +132,36 @@ def test_user_errors_are_a_readable_line_and_the_server_keeps_serving(client):
     assert client.predict(PROMPT, api_name="/new_round")[2] == PROMPT  # still serving
 
 
-def test_a_folder_that_is_not_a_causal_lm_is_a_one_line_error(tmp_path):
+class Warnings(logging.Handler):
+    """The WARNING-or-worse records that reach it: in a `tinyllm` process of its own, these are printed on stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(f"{record.name}: {record.getMessage()}")
+
+
+def test_a_folder_that_is_not_a_causal_lm_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "config.json").write_text("{}")
-    result = subprocess.run([sys.executable, "-m", "hf_tinyllm.cli", "studio", str(tmp_path)], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert result.returncode == 2 and result.stderr.strip().startswith("error: ")
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    read = []
+
+    class KeptCapsys:  # capsys, keeping what the helper read
+        def readouterr(self):
+            read.append(capsys.readouterr())
+            return read[-1]
+
+    # In this process, log records go to the handlers set up earlier instead of this stderr: they are collected from
+    # the root logger and transformers' (which does not propagate), and must be none, as the one line allows none.
+    warnings = Warnings()
+    for name in ("", "transformers"):
+        logging.getLogger(name).addHandler(warnings)
+    try:
+        line = cli_user_error(["studio", str(tmp_path)], KeptCapsys())  # exit status 2, the last line `error: ...`
+    finally:
+        for name in ("", "transformers"):
+            logging.getLogger(name).removeHandler(warnings)
+    stderr = read[-1].err
+    assert stderr.strip().startswith("error: ") and line.startswith("error: ")
+    assert len(stderr.strip().splitlines()) == 1 and not warnings.messages, (stderr, warnings.messages)

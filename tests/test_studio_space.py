@@ -1,7 +1,8 @@
 """The studio as a Hugging Face Space, end to end against the offline Hub-compatible server (tests/fake_hub.py):
 `tinyllm push FOLDER REPO --space` pushes the model and its Space; the Space is downloaded like any repository and its
 `app.py` is run as a Space runs it, serving the page from the bundled `hf_tinyllm` over the model loaded from the Hub;
-its answers are checked against `hf_tinyllm.insight` computed directly on the local model."""
+its answers are checked against `hf_tinyllm.insight` computed directly on the local model. The pushes run in this
+process (pointed at the server by `hub_client`); the Space's app.py runs in its own interpreter, as on a Space."""
 
 import configparser
 import os
@@ -13,12 +14,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, last_json_line
-from fake_hub import FakeHub
+from conftest import REPO_ROOT, cli_user_error
+from fake_hub import FakeHub, hub_client, never_shows
 from huggingface_hub import SpaceCard, snapshot_download
 from packaging.requirements import Requirement
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from hf_tinyllm.cli import main
+from hf_tinyllm.hub import HubError, push_space
 from hf_tinyllm.insight.next_token import next_token_distribution
 from hf_tinyllm.studio.space import INSTALL_REQUIRES, REQUIREMENTS, STUDIO_REQUIRES, package_files, space_files
 
@@ -35,15 +38,12 @@ def hub():
         yield server
 
 
-def run_python(hub: FakeHub, code: str, tmp_path: Path, token: str | None = TOKEN) -> subprocess.CompletedProcess:
-    """`code` in a fresh interpreter pointed at the fake Hub (the client reads HF_ENDPOINT on import)."""
-    env = {**os.environ, **hub.client_env(token=token, hf_home=tmp_path / "hf_push")}
-    if token is None:
-        env.pop("HF_TOKEN", None)
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
-    assert TOKEN not in result.stdout + result.stderr  # the token is never printed
-    return result
+output = never_shows(TOKEN)  # nothing a test prints or logs contains the token; tests read their output
+
+
+def pushing(hub: FakeHub, tmp_path: Path, token: str | None = TOKEN):
+    """This process's client pointed at the fake Hub with `token` (None: no token at all)."""
+    return hub_client(hub.client_env(token=token, hf_home=tmp_path / "hf_push"))
 
 
 def free_port() -> int:
@@ -96,12 +96,13 @@ def test_the_bundled_package_is_the_installed_one_without_caches():
         space_files("tiny")
 
 
-def test_push_space_and_run_it_from_the_hub(hub, trained_tiny_dir, tmp_path):
-    code = f"from hf_tinyllm.cli import main; main(['push', {str(trained_tiny_dir)!r}, 'tester/tiny', '--space'])"
-    result = run_python(hub, code, tmp_path)
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert f"{hub.endpoint}/tester/tiny/commit/" in result.stdout
-    assert f"Pushed its studio to the Space {hub.endpoint}/spaces/tester/tiny-studio" in result.stdout
+def test_push_space_and_run_it_from_the_hub(hub, trained_tiny_dir, tmp_path, output):
+    output.readouterr()
+    with pushing(hub, tmp_path):
+        main(["push", str(trained_tiny_dir), "tester/tiny", "--space"])  # a SystemExit here fails the test
+    stdout = output.readouterr().out
+    assert f"{hub.endpoint}/tester/tiny/commit/" in stdout
+    assert f"Pushed its studio to the Space {hub.endpoint}/spaces/tester/tiny-studio" in stdout
 
     # The Space repository: what space_files says, in one commit after the repository's creation.
     files = hub.files("tester/tiny-studio", repo_type="space")
@@ -151,31 +152,20 @@ def test_push_space_and_run_it_from_the_hub(hub, trained_tiny_dir, tmp_path):
     assert numbers["sampling"]["probabilities"] == pytest.approx(direct.sampling.probabilities, abs=1e-6)
 
 
-ERRORS = """
-import json
-from hf_tinyllm.hub import HubError, push_space
-errors = []
-for model, space in (("tester/never-pushed", None), ("tester/seeded", "tester/not a name")):
-    try:
-        push_space(model, space)
-        errors.append(None)
-    except HubError as err:
-        errors.append(str(err))
-print(json.dumps(errors))
-"""
-
-
-def test_push_space_errors_are_clear(hub, trained_tiny_dir, tmp_path):
+def test_push_space_errors_are_clear(hub, trained_tiny_dir, tmp_path, output):
     hub.create_repo("tester/seeded", files={"config.json": b"{}"})
-    result = run_python(hub, ERRORS, tmp_path)
-    assert result.returncode == 0, result.stderr[-4000:]
-    missing, bad_id = last_json_line(result.stdout)
+    errors = []
+    with pushing(hub, tmp_path):
+        for model, space in (("tester/never-pushed", None), ("tester/seeded", "tester/not a name")):
+            with pytest.raises(HubError) as error:
+                push_space(model, space)
+            errors.append(str(error.value))
+    missing, bad_id = errors
     assert missing.startswith("Model tester/never-pushed is not on the Hub") and "push the model first" in missing
     assert bad_id.startswith("'tester/not a name' is not a valid repository id: use user/name")
     assert not hub.repo_exists("tester/never-pushed-studio", repo_type="space")
 
-    code = f"from hf_tinyllm.cli import main; main(['push', {str(trained_tiny_dir)!r}, 'tester/nobody', '--space'])"
-    result = run_python(hub, code, tmp_path, token=None)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: Not logged in to the Hugging Face Hub")
+    with pushing(hub, tmp_path, token=None):  # exit status 2, the last stderr line `error: ...`
+        line = cli_user_error(["push", str(trained_tiny_dir), "tester/nobody", "--space"], output)
+    assert line.startswith("error: Not logged in to the Hugging Face Hub")
     assert not hub.repo_exists("tester/nobody") and not hub.repo_exists("tester/nobody-studio", repo_type="space")

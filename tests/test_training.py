@@ -175,18 +175,21 @@ def test_sigint_finishes_the_step_and_leaves_a_resumable_checkpoint(tmp_path, to
 
 
 def launch(cmd: list[str]) -> subprocess.Popen:
-    """A multi-process run in its own process group, so that a hung run can be killed whole."""
     env = {**os.environ, **NO_GPU}
-    return subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)  # fmt: skip
+    return subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def outcome(process: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
-    """stdout and stderr of a run that must end within `timeout` s; a hung run is killed and fails the test."""
+    """stdout and stderr of a run that must end within `timeout` s; a hung run is killed, workers included (the
+    launcher starts them in sessions of their own), and fails the test."""
+    import psutil
+
     try:
         return process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        for child in psutil.Process(process.pid).children(recursive=True):
+            child.kill()
+        process.kill()
         stdout, stderr = process.communicate()
         pytest.fail(f"the run hung ({timeout:.0f} s) and was killed:\n{stdout[-2000:]}\n{stderr[-3000:]}")
 
