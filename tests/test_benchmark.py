@@ -1,13 +1,13 @@
 """The benchmark runs end to end on tiny sizes and reports both models side by side (no timing is asserted)."""
 
 import json
-import subprocess
+import runpy
 import sys
 
 from conftest import REPO_ROOT
 
 
-def test_benchmark_reports_tinyllm_and_llama_side_by_side(tmp_path):
+def test_benchmark_reports_tinyllm_and_llama_side_by_side(tmp_path, monkeypatch, capsys):
     out = tmp_path / "bench.json"
     args = [
         "--preset",
@@ -29,11 +29,10 @@ def test_benchmark_reports_tinyllm_and_llama_side_by_side(tmp_path):
         "--output_json",
         str(out),
     ]
-    result = subprocess.run(
-        [sys.executable, "benchmarks/bench_model.py", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr
-    assert "ratio" in result.stdout and "generate b=2 static" in result.stdout
+    monkeypatch.setattr(sys, "argv", ["benchmarks/bench_model.py", *args])
+    runpy.run_path(str(REPO_ROOT / "benchmarks/bench_model.py"), run_name="__main__")
+    stdout = capsys.readouterr().out
+    assert "ratio" in stdout and "generate b=2 static" in stdout
     rows = json.loads(out.read_text())["rows"]
     tasks = {"train", "generate b=1 dynamic", "generate b=1 static", "generate b=2 dynamic", "generate b=2 static"}
     assert {(r["task"], r["model"]) for r in rows} == {(t, m) for t in tasks for m in ("tinyllm", "llama")}
