@@ -5,6 +5,7 @@ import runpy
 import sys
 
 from conftest import REPO_ROOT
+from transformers.utils import logging as hf_logging
 
 
 def test_benchmark_reports_tinyllm_and_llama_side_by_side(tmp_path, monkeypatch, capsys):
@@ -30,7 +31,11 @@ def test_benchmark_reports_tinyllm_and_llama_side_by_side(tmp_path, monkeypatch,
         str(out),
     ]
     monkeypatch.setattr(sys, "argv", ["benchmarks/bench_model.py", *args])
-    runpy.run_path(str(REPO_ROOT / "benchmarks/bench_model.py"), run_name="__main__")
+    verbosity = hf_logging.get_verbosity()
+    try:
+        runpy.run_path(str(REPO_ROOT / "benchmarks/bench_model.py"), run_name="__main__")
+    finally:
+        hf_logging.set_verbosity(verbosity)  # the benchmark quiets transformers; the next tests need it
     stdout = capsys.readouterr().out
     assert "ratio" in stdout and "generate b=2 static" in stdout
     rows = json.loads(out.read_text())["rows"]
