@@ -108,45 +108,6 @@ def wait_for_steps(output_dir, steps: int, process: subprocess.Popen, timeout: f
         time.sleep(0.2)
 
 
-def test_sigterm_to_the_launcher_then_a_torchrun_resume_match_one_process(tmp_path, tokenizer_dir):
-    """Two processes launched with the shipped configs/accelerate/cpu_2proc.yaml. SIGTERM to the launcher (what a
-    scheduler's preemption sends) reaches both ranks, which stop after the same step with one checkpoint; torchrun
-    resumes them 2 steps further. Every step's loss and gradient norm, and the final weights, equal those of one
-    process with the same global batch."""
-    two = tmp_path / "two"
-    argv = small_run(two, tokenizer_dir, "--per_device_batch_size", "4", "--max_steps", "100000", *CONSTANT_LR)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(REPO_ROOT / "configs/accelerate/cpu_2proc.yaml"), "scripts/train.py", *argv]  # fmt: skip
-    launcher = launch(cmd)
-    wait_for_steps(two, 3, launcher)
-    launcher.send_signal(signal.SIGTERM)
-    stdout, stderr = outcome(launcher)
-    assert "\n{\n" in stdout, stderr[-3000:]
-    summary = printed_summary(stdout)  # rank 0's, written after the collective final checkpoint
-    assert summary["stopped_by"] == "SIGTERM" and summary["hardware"]["num_processes"] == 2
-    stopped = summary["steps"]
-    assert [p.name for p in checkpoints(two)] == [f"checkpoint-{stopped}"]
-    assert resolve_checkpoint("latest", two).name == f"checkpoint-{stopped}"  # complete: its manifest checks out
-
-    resume = small_run(two, tokenizer_dir, "--per_device_batch_size", "4", "--max_steps", str(stopped + 2),
-                       *CONSTANT_LR, "--resume_from_checkpoint", "latest")  # fmt: skip
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "scripts/train.py", *resume]
-    torchrun = launch(cmd)
-    stdout, stderr = outcome(torchrun)
-    assert torchrun.returncode == 0, stderr[-3000:]
-    resumed = printed_summary(stdout)
-    assert resumed["finished"] and resumed["steps"] == stopped + 2
-    assert "MULTI_CPU" in resumed["hardware"]["distributed_type"]
-
-    run(small_run(tmp_path / "one", tokenizer_dir, "--per_device_batch_size", "8", "--max_steps", str(stopped + 2),
-                  *CONSTANT_LR))  # fmt: skip
-    assert sorted(losses(two)) == list(range(1, stopped + 3))
-    assert_same_steps(tmp_path / "one", two)  # only the order of the floating-point sums differs
-    a, b = final_weights(tmp_path / "one"), final_weights(two)
-    for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
-
-
 def test_sigint_finishes_the_step_and_leaves_a_resumable_checkpoint(tmp_path, tokenizer_dir):
     """Ctrl-C (SIGINT, here sent to this process once 3 steps are logged) ends the run after the current step with a
     checkpoint, instead of a KeyboardInterrupt that loses the work since the last save."""
@@ -194,28 +155,54 @@ def outcome(process: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
         pytest.fail(f"the run hung ({timeout:.0f} s) and was killed:\n{stdout[-2000:]}\n{stderr[-3000:]}")
 
 
-def test_sigterm_to_one_rank_stops_both_at_the_same_step_with_one_checkpoint(tmp_path, tokenizer_dir):
+def rank(launcher: subprocess.Popen, number: int):
+    """The worker process of rank `number` under `launcher`."""
     import psutil
 
-    output = tmp_path / "two"
-    argv = small_run(output, tokenizer_dir, "--max_steps", "100000", "--warmup_steps", "0")
-    launcher = launch([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                       "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "scripts/train.py",
-                       *argv])  # fmt: skip
-    wait_for_steps(output, 3, launcher)
     workers = {p.environ().get("RANK"): p for p in psutil.Process(launcher.pid).children(recursive=True)
                if p.environ().get("RANK") is not None}  # fmt: skip
     assert set(workers) == {"0", "1"}
-    workers["1"].send_signal(signal.SIGTERM)  # the main process never sees a signal
+    return workers[str(number)]
+
+
+def test_a_signal_to_one_rank_or_to_the_launcher_stops_both_ranks_at_the_same_step(tmp_path, tokenizer_dir):
+    """Two processes, launched with the shipped configs/accelerate/cpu_2proc.yaml. SIGTERM to rank 1 alone: rank 0
+    never sees a signal, yet both stop after the same step with one checkpoint (a rank stopping alone would leave the
+    other in a mismatched collective: the run hangs, and `outcome` fails the test). torchrun resumes them; SIGTERM to
+    the launcher (what a scheduler's preemption sends) stops both again. Every step's loss and gradient norm, and the
+    weights, equal those of one process with the same global batch."""
+    two = tmp_path / "two"
+    argv = small_run(two, tokenizer_dir, "--per_device_batch_size", "4", "--max_steps", "100000", *CONSTANT_LR)
+    launcher = launch([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                       str(REPO_ROOT / "configs/accelerate/cpu_2proc.yaml"), "scripts/train.py", *argv])  # fmt: skip
+    wait_for_steps(two, 3, launcher)
+    rank(launcher, 1).send_signal(signal.SIGTERM)
     stdout, stderr = outcome(launcher)
     assert launcher.returncode == 0, stderr[-3000:]
-    # Rank 0 (the one printing the summary) never got a signal, yet stopped: the decision reached it. Its summary
-    # comes after the final checkpoint, a collective save that only completes when both ranks stop after the same
-    # step (a rank stopping alone leaves the other in a mismatched collective: the run hangs).
-    assert stdout.count("\n{\n") == 1  # one summary per run
-    summary = printed_summary(stdout)
-    assert summary["stopped_by"] == "a signal to another process" and not summary["finished"]
-    assert [p.name for p in checkpoints(output)] == [f"checkpoint-{summary['steps']}"]
+    assert stdout.count("\n{\n") == 1  # one summary per run: rank 0's, printed after the collective final checkpoint
+    first = printed_summary(stdout)
+    assert first["stopped_by"] == "a signal to another process" and first["hardware"]["num_processes"] == 2
+    assert [p.name for p in checkpoints(two)] == [f"checkpoint-{first['steps']}"]
+    assert resolve_checkpoint("latest", two).name == f"checkpoint-{first['steps']}"  # complete: its manifest checks
+
+    torchrun = launch([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "scripts/train.py",
+                       *argv, "--resume_from_checkpoint", "latest"])  # fmt: skip
+    wait_for_steps(two, first["steps"] + 2, torchrun)
+    torchrun.send_signal(signal.SIGTERM)
+    stdout, stderr = outcome(torchrun)
+    assert "\n{\n" in stdout, stderr[-3000:]
+    second = printed_summary(stdout)
+    assert second["stopped_by"] == "SIGTERM" and "MULTI_CPU" in second["hardware"]["distributed_type"]
+    steps = second["steps"]
+    assert [p.name for p in checkpoints(two)] == [f"checkpoint-{first['steps']}", f"checkpoint-{steps}"]
+
+    run(small_run(tmp_path / "one", tokenizer_dir, "--per_device_batch_size", "8", "--max_steps", str(steps),
+                  *CONSTANT_LR))  # fmt: skip
+    assert sorted(losses(two)) == list(range(1, steps + 1))
+    assert_same_steps(tmp_path / "one", two)  # only the order of the floating-point sums differs
+    a, b = final_weights(tmp_path / "one"), final_weights(two)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, tokenizer_dir, monkeypatch):
