@@ -1,15 +1,19 @@
-"""Shared fixtures: tiny seeded configs (transformers' tester sizes) and a subprocess runner for isolation tests."""
+"""Shared fixtures: tiny seeded configs (transformers' tester sizes), a subprocess runner for isolation tests and one
+shared interpreter without the package for the loads that must not see it."""
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
+from python_worker import PythonWorker
 from transformers import PreTrainedTokenizerFast
 
 from hf_tinyllm import TinyLLMConfig, TinyLLMForCausalLM
@@ -17,6 +21,12 @@ from hf_tinyllm.data import TinyWorldConfig, tinyworld_dataset
 from hf_tinyllm.tokenization import save_tokenizer, train_tokenizer, write_tokenizer_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# datasets sends a HEAD request to a download counter on S3 at every load_dataset, local files included; on a machine
+# without network that can wait out a 5 s DNS timeout. Off in this process (datasets read the variable on import) and
+# in every process the tests start.
+os.environ["HF_UPDATE_DOWNLOAD_COUNTS"] = "0"
+datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
 
 # The architecture variants every behavioural test runs on: Llama-style, GPT-2-style, and the remaining switches.
 ARCHITECTURES = {
@@ -94,6 +104,41 @@ except ImportError:
 """
 
 
+# Run in the shared worker before each test that uses it: the isolation still holds (no snippet imported the package).
+_STILL_WITHOUT_HF_TINYLLM = """
+import sys
+loaded = [name for name, module in sys.modules.items() if name.split(".")[0] == "hf_tinyllm" and module is not None]
+try:
+    import hf_tinyllm  # noqa: F401
+    importable = True
+except ImportError:
+    importable = False
+result = {"importable": importable, "loaded": loaded}
+"""
+
+
+@pytest.fixture(scope="session")
+def _without_package_worker(tmp_path_factory) -> Iterator[PythonWorker]:
+    root = tmp_path_factory.mktemp("without_package")
+    hf_home = root / "hf_home"
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home), "HF_MODULES_CACHE": str(hf_home / "modules")}
+    with PythonWorker(env, prelude=WITHOUT_HF_TINYLLM, cwd=root) as worker:
+        yield worker
+
+
+@pytest.fixture
+def without_package(_without_package_worker) -> PythonWorker:
+    """One interpreter for the whole session that behaves like a machine without the package (`import hf_tinyllm`
+    fails), offline, with its own HF_HOME: the tests that load saved folders there as a Hub user would pay the import
+    of torch and transformers once, not once per load. A snippet returns what it assigns to `result`.
+
+    Remote code is copied under HF_MODULES_CACHE per folder name and hash of its source files, and imported once per
+    such module: load each test's model from its own folder (under tmp_path), and check that the class came from
+    `transformers_modules`. Use `run_python` instead for a test that needs a process of its own."""
+    assert _without_package_worker.run(_STILL_WITHOUT_HF_TINYLLM) == {"importable": False, "loaded": []}
+    return _without_package_worker
+
+
 def expect_user_error(call: Callable[[], object], capsys) -> str:
     """Run an entry point in-process, expecting a user error: exit status 2 and one `error: ...` line, the last on
     stderr, no traceback. Returns that line."""
@@ -105,6 +150,32 @@ def expect_user_error(call: Callable[[], object], capsys) -> str:
     last = err.strip().splitlines()[-1]  # progress bars may come before it
     assert last.startswith("error: ") and "Traceback" not in err and err.count("error: ") == 1, err
     return last
+
+
+def run_script(script: str, argv: list[str], *, training: bool = False) -> None:
+    """`python scripts/SCRIPT ARGV...` in this process (run as `__main__`; sys.argv is restored afterwards). A
+    training script gets a fresh Accelerate state first. Exits (a user error) propagate as SystemExit."""
+    if training:
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+    saved = sys.argv
+    sys.argv = [f"scripts/{script}", *argv]
+    try:
+        runpy.run_path(str(REPO_ROOT / "scripts" / script), run_name="__main__")
+    finally:
+        sys.argv = saved
+
+
+def script_output(script: str, argv: list[str], capsys, *, training: bool = False) -> str:
+    """`run_script`, expecting success (no exit status other than 0); returns what it printed on stdout."""
+    capsys.readouterr()
+    try:
+        run_script(script, argv, training=training)
+    except SystemExit as exit_info:
+        if exit_info.code not in (0, None):
+            pytest.fail(f"{script} exited with status {exit_info.code}:\n{capsys.readouterr().err[-4000:]}")
+    return capsys.readouterr().out
 
 
 def cli_user_error(argv: list[str], capsys) -> str:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import WITHOUT_HF_TINYLLM, last_json_line, padded_batch, run_python, tiny_model
+from conftest import padded_batch, script_output, tiny_model
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from hf_tinyllm import TinyLLMForCausalLM
@@ -85,20 +85,17 @@ def test_tinyllm_to_llama_is_exact():
     assert_same_logits(tiny, llama, *padded_batch())
 
 
-LOAD_PLAIN = (
-    WITHOUT_HF_TINYLLM
-    + """
-import json, torch
+LOAD_PLAIN = """
+import torch
 from transformers import AutoModelForCausalLM
 model = AutoModelForCausalLM.from_pretrained({path!r}).eval()
 with torch.no_grad():
     logits = model(torch.tensor({ids}), attention_mask=torch.tensor({mask})).logits
-print(json.dumps({{"class": type(model).__name__, "module": type(model).__module__, "logits": logits.tolist()}}))
+result = {{"class": type(model).__name__, "module": type(model).__module__, "logits": logits.tolist()}}
 """
-)
 
 
-def test_exported_llama_folder_loads_without_remote_code_and_round_trips(tmp_path):
+def test_exported_llama_folder_loads_without_remote_code_and_round_trips(tmp_path, without_package):
     tiny = tiny_model()
     path = export_llama(tiny, tmp_path / "llama")
     files = sorted(p.name for p in path.iterdir())
@@ -107,12 +104,7 @@ def test_exported_llama_folder_loads_without_remote_code_and_round_trips(tmp_pat
     assert config["model_type"] == "llama" and "auto_map" not in config
 
     ids, mask = padded_batch()
-    out = last_json_line(
-        run_python(
-            LOAD_PLAIN.format(path=str(path), ids=ids.tolist(), mask=mask.tolist()),
-            env={"HF_HOME": str(tmp_path / "hf_home")},
-        )
-    )
+    out = without_package.run(LOAD_PLAIN.format(path=str(path), ids=ids.tolist(), mask=mask.tolist()))
     assert out["class"] == "LlamaForCausalLM" and out["module"].startswith("transformers.models.llama")
     with torch.no_grad():
         expected = tiny(ids, attention_mask=mask).logits
@@ -158,12 +150,7 @@ def test_a_failed_export_leaves_the_previous_folder_intact(tmp_path, monkeypatch
     AutoModelForCausalLM.from_pretrained(good)
 
 
-def test_convert_script_carries_the_tokenizer_and_writes_loadable_folders(tmp_path, word_tokenizer):
-    import subprocess
-    import sys
-
-    from conftest import REPO_ROOT
-
+def test_convert_script_carries_the_tokenizer_and_writes_loadable_folders(tmp_path, word_tokenizer, capsys):
     gpt2 = random_gpt2()
     gpt2.save_pretrained(tmp_path / "gpt2")
     word_tokenizer.save_pretrained(tmp_path / "gpt2")
@@ -171,10 +158,7 @@ def test_convert_script_carries_the_tokenizer_and_writes_loadable_folders(tmp_pa
     tiny.save_pretrained(tmp_path / "tiny")
 
     def convert(*argv):
-        cmd = [sys.executable, "scripts/convert.py", *argv]
-        result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
+        return script_output("convert.py", list(argv), capsys)
 
     assert "tokenizer.json" in convert("--source", str(tmp_path / "gpt2"), "--output_dir", str(tmp_path / "out"))
     converted = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()

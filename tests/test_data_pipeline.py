@@ -1,7 +1,10 @@
 """Loading with `datasets`, tokenising with cached batched map, lossless packing, document positions, collation."""
 
 import json
+import socket
 
+import datasets
+import huggingface_hub.constants
 import numpy as np
 import pandas as pd
 import pytest
@@ -70,16 +73,25 @@ def test_loading_errors_name_the_problem(files):
         load_text_dataset(files / "folder")
 
 
-def test_a_hub_name_offline_gives_a_clear_error():
-    code = """
-    from hf_tinyllm.data.loading import load_text_dataset
-    try:
+def test_a_hub_name_offline_gives_a_clear_error(monkeypatch):
+    # What HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1 set at startup, for this test only: datasets and huggingface_hub
+    # read these flags when a request is made. No connection may be attempted, so the error is offline mode's.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    connections = []
+
+    def no_network(*args, **kwargs):
+        connections.append(args)
+        raise OSError("a network connection was attempted in offline mode")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    with pytest.raises(ConnectionError) as caught:
         load_text_dataset("someone/some-dataset")
-    except ConnectionError as err:
-        print(err)
-    """
-    out = run_python(code, env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    out = str(caught.value)
     assert "Could not load the Hub dataset 'someone/some-dataset'" in out and "save_to_disk" in out
+    assert connections == []
 
 
 def test_tokenize_adds_bos_and_eos_and_counts_bytes(tokenizer):
@@ -107,29 +119,38 @@ def test_tokenize_errors(tokenizer):
         tokenize_dataset(Dataset.from_dict({"text": ["", ""]}), tokenizer)
 
 
-TOKENIZE_TWICE = """
-import json, os
+TOKENIZE = """
+import os
 from transformers import AutoTokenizer
 from hf_tinyllm.data.loading import load_text_dataset
 from hf_tinyllm.data.packing import tokenize_dataset
 tokenizer = AutoTokenizer.from_pretrained({tokenizer!r})
 tokenized = tokenize_dataset(load_text_dataset({data!r}), tokenizer, num_proc=1)
 files = [f["filename"] for f in tokenized.cache_files]
-print(json.dumps({{"files": files, "mtimes": [os.stat(f).st_mtime_ns for f in files], "rows": len(tokenized)}}))
+result = {{"files": files, "mtimes": [os.stat(f).st_mtime_ns for f in files], "rows": len(tokenized)}}
 """
 
 
-def test_second_run_reads_the_tokenisation_cache(files, tokenizer, tmp_path):
+def test_second_run_reads_the_tokenisation_cache(files, tokenizer, tmp_path, monkeypatch):
+    """The same code runs twice, first in this process, then in a fresh interpreter: the second finds the cache file
+    only if the map's fingerprint depends on nothing of the process that wrote it (object ids, the hash seed)."""
     tokenizer.save_pretrained(tmp_path / "tok")
-    code = TOKENIZE_TWICE.format(tokenizer=str(tmp_path / "tok"), data=str(files / "data.jsonl"))
-    env = {"HF_DATASETS_CACHE": str(tmp_path / "cache")}
-    first = last_json_line(run_python(code, env=env, cwd=REPO_ROOT))
-    arrow_files = sorted(p for p in (tmp_path / "cache").rglob("*.arrow"))
-    second = last_json_line(run_python(code, env=env, cwd=REPO_ROOT))
+    cache = tmp_path / "cache"
+    # What HF_DATASETS_CACHE=cache sets at startup: the datasets cache and its download folders, for this test only.
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    monkeypatch.setattr(datasets.config, "DOWNLOADED_DATASETS_PATH", cache / "downloads")
+    monkeypatch.setattr(datasets.config, "EXTRACTED_DATASETS_PATH", cache / "downloads" / "extracted")
+    code = TOKENIZE.format(tokenizer=str(tmp_path / "tok"), data=str(files / "data.jsonl"))
+    namespace = {}
+    exec(code, namespace)
+    first = namespace["result"]
+    arrow_files = sorted(p for p in cache.rglob("*.arrow"))
+    code += "import json\nprint(json.dumps(result))\n"
+    second = last_json_line(run_python(code, env={"HF_DATASETS_CACHE": str(cache)}, cwd=REPO_ROOT))
     assert first["rows"] == second["rows"] == len(TEXTS)
     assert any("cache-" in f for f in first["files"])  # map wrote a cache file
     assert second["files"] == first["files"] and second["mtimes"] == first["mtimes"]  # ... which was only read
-    assert sorted(p for p in (tmp_path / "cache").rglob("*.arrow")) == arrow_files  # nothing new was written
+    assert sorted(p for p in cache.rglob("*.arrow")) == arrow_files  # nothing new was written
 
 
 def test_packing_is_lossless(tokenizer):

@@ -4,14 +4,12 @@ offset or line, and the fix; good data in a named encoding loads; no file is sil
 import json
 import random
 import re
-import subprocess
-import sys
 from itertools import islice
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, expect_user_error, run_script
 from torch.utils.data import DataLoader
 
 from hf_tinyllm.data.loading import load_text_dataset
@@ -128,9 +126,10 @@ def test_a_local_file_is_one_train_split(data):
         load_text_dataset(data / "no_text.json", text_column="story", split="validation")
 
 
-def test_train_script_prints_the_message_for_a_binary_dataset(data, tmp_path):
-    cmd = [sys.executable, "scripts/train.py", "--dataset", str(data / "binary.txt"),
-           "--output_dir", str(tmp_path / "run"), "--report_to", "none", "--max_steps", "30"]  # fmt: skip
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
-    assert result.returncode != 0
-    assert f"{data / 'binary.txt'} is not UTF-8 text (byte 0xff at offset {len(GOOD_PREFIX)})" in result.stderr
+def test_train_script_prints_the_message_for_a_binary_dataset(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    monkeypatch.delenv("TINYLLM_DEBUG", raising=False)  # debug mode would show the traceback instead
+    argv = ["--dataset", str(data / "binary.txt"), "--output_dir", str(tmp_path / "run"), "--report_to", "none",
+            "--max_steps", "30"]  # fmt: skip
+    line = expect_user_error(lambda: run_script("train.py", argv, training=True), capsys)
+    assert f"{data / 'binary.txt'} is not UTF-8 text (byte 0xff at offset {len(GOOD_PREFIX)})" in line

@@ -5,15 +5,12 @@ with a fresh cache and WITHOUT hf_tinyllm importable, as a Hub user would (one w
 
 import json
 import os
-import runpy
-import sys
 from contextlib import contextmanager
 
 import pytest
 import torch
 import yaml
-from accelerate.state import AcceleratorState
-from conftest import REPO_ROOT, WITHOUT_HF_TINYLLM, tiny_model
+from conftest import WITHOUT_HF_TINYLLM, run_script, tiny_model
 from fake_hub import FakeHub, hub_client, never_shows
 from huggingface_hub import ModelCard
 from python_worker import PythonWorker
@@ -193,17 +190,6 @@ def test_llama_export_loads_without_remote_code(hub, loader, model_folder, tmp_p
     assert out["class"] == "LlamaForCausalLM" and out["module"].startswith("transformers.models.llama")
 
 
-def run_script(path: str, argv: list[str]) -> None:
-    """`python scripts/PATH ARGV...`, in this process (a fresh Accelerator state each time)."""
-    AcceleratorState._reset_state(reset_partial_state=True)
-    saved = sys.argv
-    sys.argv = [path, *argv]
-    try:
-        runpy.run_path(str(REPO_ROOT / path), run_name="__main__")
-    finally:
-        sys.argv = saved
-
-
 def test_training_scripts_push_to_hub(hub, loader, tokenizer_dir, tmp_path):
     common = ["--preset", "debug", "--tokenizer", tokenizer_dir, "--tinyworld_documents", "300", "--block_size", "32",
               "--max_steps", "2", "--warmup_steps", "0", "--report_to", "none", "--push_to_hub"]  # fmt: skip
@@ -212,8 +198,8 @@ def test_training_scripts_push_to_hub(hub, loader, tokenizer_dir, tmp_path):
     trainer = [*common, "--per_device_train_batch_size", "4", "--use_cpu", "--output_dir", str(tmp_path / "trainer"),
                "--hub_model_id", "from-trainer", "--save_strategy", "no"]  # fmt: skip
     with pushing(hub, tmp_path):
-        run_script("scripts/train.py", loop)
-        run_script("scripts/train_trainer.py", trainer)
+        run_script("train.py", loop, training=True)
+        run_script("train_trainer.py", trainer, training=True)
     for repo, folder in (
         ("tester/from-loop", tmp_path / "loop" / "model"),
         ("tester/from-trainer", tmp_path / "trainer"),
@@ -292,7 +278,7 @@ def test_a_token_passed_any_way_never_leaks(hub, model_folder, tmp_path):
     with pushing(hub, tmp_path, token=None):  # no HF_TOKEN: only the explicit routes carry the token
         push(folder, "tester/by-argument", token=TOKEN)
         main(["push", folder, "tester/by-cli-flag", "--token", TOKEN])
-        run_script("scripts/push_to_hub.py", [folder, "tester/by-script", "--token", TOKEN])
+        run_script("push_to_hub.py", [folder, "tester/by-script", "--token", TOKEN])
         for repo, bad in (("tester/refused", "hf_wrong_secret"), ("intruder/refused", TOKEN)):  # 401, then 403
             with pytest.raises(SystemExit) as stop:
                 main(["push", folder, repo, "--token", bad])

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import WITHOUT_HF_TINYLLM, last_json_line, padded_batch, run_python, tiny_model
+from conftest import padded_batch, tiny_model
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
@@ -120,10 +120,8 @@ def test_auto_model_loads_the_base_of_a_causal_lm_checkpoint(tmp_path):
     )
 
 
-REMOTE_LOAD = (
-    WITHOUT_HF_TINYLLM
-    + """
-import json, torch
+REMOTE_LOAD = """
+import torch
 from transformers import AutoModel, AutoModelForCausalLM
 path = {path!r}
 model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
@@ -133,21 +131,18 @@ ids, mask = torch.tensor({ids}), torch.tensor({mask})
 with torch.no_grad():
     logits = model(ids, attention_mask=mask).logits
 generated = model.generate(ids, attention_mask=mask, max_new_tokens=4, do_sample=False)
-print(json.dumps({{"logits": logits.tolist(), "base": type(base).__name__, "module": type(model).__module__,
-                  "inv_freq": model.model.rotary_emb.inv_freq.tolist(), "generated": generated.tolist()}}))
+result = {{"logits": logits.tolist(), "base": type(base).__name__, "module": type(model).__module__,
+          "inv_freq": model.model.rotary_emb.inv_freq.tolist(), "generated": generated.tolist()}}
 """
-)
 
 
-def test_loads_with_trust_remote_code_where_the_package_is_not_importable(tmp_path):
+def test_loads_with_trust_remote_code_where_the_package_is_not_importable(tmp_path, without_package):
     # With RoPE scaling, so the remote code's copy of the config and rotary embedding is checked on it too.
     model = tiny_model(rope_parameters={"rope_type": "linear", "factor": 2.0})
     model.save_pretrained(tmp_path / "model")
     ids, mask = padded_batch()
     code = REMOTE_LOAD.format(path=str(tmp_path / "model"), ids=ids.tolist(), mask=mask.tolist())
-    out = last_json_line(
-        run_python(code, env={"HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}, cwd=tmp_path)
-    )
+    out = without_package.run(code)
     assert out["base"] == "TinyLLMModel"
     assert out["module"].startswith("transformers_modules")
     with torch.no_grad():

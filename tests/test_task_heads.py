@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from conftest import WITHOUT_HF_TINYLLM, last_json_line, padded_batch, run_python, tiny_config, tiny_model
+from conftest import padded_batch, tiny_config, tiny_model
 from transformers import (
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
@@ -141,34 +141,30 @@ def test_auto_map_agrees_with_the_registered_auto_classes():
         assert registered._auto_class == auto_name  # marked for save_pretrained
 
 
-REMOTE_HEADS = (
-    WITHOUT_HF_TINYLLM
-    + """
-import json, torch
+REMOTE_HEADS = """
+import torch
 from safetensors.torch import load_file
 from transformers import (AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
                           AutoModelForTokenClassification)
 root, ids, mask = {root!r}, torch.tensor({ids}), torch.tensor({mask})
-out = {{}}
+result = {{}}
 with torch.no_grad():
     for auto, name in [(AutoModelForSequenceClassification, "TinyLLMForSequenceClassification"),
                        (AutoModelForTokenClassification, "TinyLLMForTokenClassification"),
                        (AutoModelForQuestionAnswering, "TinyLLMForQuestionAnswering")]:
         model = auto.from_pretrained(f"{{root}}/{{name}}", trust_remote_code=True).eval()
-        result = model(ids, attention_mask=mask)
-        logits = [result.start_logits, result.end_logits] if name.endswith("Answering") else [result.logits]
-        out[name] = {{"type": type(model).__name__, "module": type(model).__module__,
-                      "logits": [x.tolist() for x in logits]}}
+        output = model(ids, attention_mask=mask)
+        logits = [output.start_logits, output.end_logits] if name.endswith("Answering") else [output.logits]
+        result[name] = {{"type": type(model).__name__, "module": type(model).__module__,
+                         "logits": [x.tolist() for x in logits]}}
     head = AutoModelForSequenceClassification.from_pretrained(f"{{root}}/clm", trust_remote_code=True, num_labels=2)
     saved = load_file(f"{{root}}/clm/model.safetensors")
-    out["clm"] = {{"type": type(head).__name__, "score": list(head.score.weight.shape),
-                  "base_equal": all(torch.equal(p, saved["model." + n]) for n, p in head.model.named_parameters())}}
-print(json.dumps(out))
+    result["clm"] = {{"type": type(head).__name__, "score": list(head.score.weight.shape),
+                     "base_equal": all(torch.equal(p, saved["model." + n]) for n, p in head.model.named_parameters())}}
 """
-)
 
 
-def test_heads_load_with_trust_remote_code_where_the_package_is_not_importable(tmp_path):
+def test_heads_load_with_trust_remote_code_where_the_package_is_not_importable(tmp_path, without_package):
     ids, mask = padded_batch()
     expected = {}
     for head_class in HEADS.values():
@@ -177,9 +173,7 @@ def test_heads_load_with_trust_remote_code_where_the_package_is_not_importable(t
         expected[head_class.__name__] = head_outputs(model, ids, mask)
     tiny_model().save_pretrained(tmp_path / "clm")
     code = REMOTE_HEADS.format(root=str(tmp_path), ids=ids.tolist(), mask=mask.tolist())
-    out = last_json_line(
-        run_python(code, env={"HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}, cwd=tmp_path)
-    )
+    out = without_package.run(code)
     for name, logits in expected.items():
         assert out[name]["type"] == name
         assert out[name]["module"].startswith("transformers_modules")

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import WITHOUT_HF_TINYLLM, last_json_line, run_python
+from conftest import script_output
 from datasets import Dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -80,24 +80,20 @@ def test_round_trip_any_unicode(tokenizer, text):
         assert tokenizer.decode(tokenizer(text).input_ids, skip_special_tokens=True) == text
 
 
-LOAD_ELSEWHERE = (
-    WITHOUT_HF_TINYLLM
-    + """
-import json
+LOAD_ELSEWHERE = """
 from transformers import AutoTokenizer
 tok = AutoTokenizer.from_pretrained({path!r})
 text = "the queen walked to the palace 👑"
-print(json.dumps({{"ids": tok(text).input_ids, "decoded": tok.decode(tok(text).input_ids, skip_special_tokens=True),
-                   "pad": tok.pad_token, "eos": tok.eos_token, "chat": tok.chat_template is not None}}))
+result = {{"ids": tok(text).input_ids, "decoded": tok.decode(tok(text).input_ids, skip_special_tokens=True),
+          "pad": tok.pad_token, "eos": tok.eos_token, "chat": tok.chat_template is not None}}
 """
-)
 
 
-def test_saved_folder_loads_with_auto_tokenizer_in_a_fresh_process(tokenizer, tmp_path):
+def test_saved_folder_loads_with_auto_tokenizer_without_the_package(tokenizer, tmp_path, without_package):
     path = save_tokenizer(tokenizer, tmp_path / "tok")
     assert sorted(p.name for p in path.iterdir()) == ["chat_template.jinja", "tokenizer.json", "tokenizer_config.json"]
     assert json.loads((path / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
-    out = last_json_line(run_python(LOAD_ELSEWHERE.format(path=str(path)), env={"HF_HOME": str(tmp_path / "hf")}))
+    out = without_package.run(LOAD_ELSEWHERE.format(path=str(path)))
     assert out["ids"] == tokenizer("the queen walked to the palace 👑").input_ids
     assert out["decoded"] == "the queen walked to the palace 👑"
     assert (out["pad"], out["eos"], out["chat"]) == ("<|pad|>", "<|endoftext|>", True)
@@ -143,19 +139,12 @@ def test_special_token_ids_are_mirrored_into_the_model(tokenizer):
     assert isinstance(model, TinyLLMForCausalLM)
 
 
-def test_train_tokenizer_script_writes_a_folder_auto_tokenizer_loads(tmp_path):
-    import subprocess
-    import sys
-
-    from conftest import REPO_ROOT
-
+def test_train_tokenizer_script_writes_a_folder_auto_tokenizer_loads(tmp_path, capsys, without_package):
     data = tmp_path / "data"
     data.mkdir()
     (data / "part.jsonl").write_text("\n".join(json.dumps({"body": t}) for t in CORPUS) + "\n", encoding="utf-8")
-    cmd = [sys.executable, "scripts/train_tokenizer.py", "--dataset", str(data), "--text_column", "body",
-           "--vocab_size", "300", "--output_dir", str(tmp_path / "tok")]  # fmt: skip
-    result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "Trained a 300-token byte-level BPE" in result.stdout
-    out = last_json_line(run_python(LOAD_ELSEWHERE.format(path=str(tmp_path / "tok")), env={"HF_HOME": str(tmp_path)}))
+    argv = ["--dataset", str(data), "--text_column", "body", "--vocab_size", "300",
+            "--output_dir", str(tmp_path / "tok")]  # fmt: skip
+    assert "Trained a 300-token byte-level BPE" in script_output("train_tokenizer.py", argv, capsys)
+    out = without_package.run(LOAD_ELSEWHERE.format(path=str(tmp_path / "tok")))
     assert out["decoded"] == "the queen walked to the palace 👑" and out["pad"] == "<|pad|>"
