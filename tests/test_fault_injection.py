@@ -3,18 +3,21 @@ inside the final model save, mid-training), resuming with `latest` each time, en
 weights bit for bit, and no reader ever finds a half-written checkpoint or model folder. Damaged checkpoints are
 detected by their manifest and skipped; a resume with other settings is refused with the differing fields."""
 
+import io
+import logging
 import os
 import random
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import traceback
 
 import pytest
 import torch
 from accelerate.state import AcceleratorState
-from conftest import REPO_ROOT
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
@@ -56,14 +59,69 @@ def assert_nothing_half_written(out):
         assert (out / "model" / "training_summary.json").is_file()
 
 
-def launch(out, tokenizer_dir, *, resume: bool, crash_at: str | None = None) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
-    env["PYTHONUNBUFFERED"] = "1"
-    if crash_at:
-        env[CRASH_ENV] = crash_at
+class ForkedRun:
+    """`scripts/train.py ARGV` in a forked child of this process: a real process that a crash point or the test can
+    kill -9, without the 5 s of imports of a fresh interpreter. Popen's interface, as far as the test uses it; the
+    child's output (stdout, stderr and log records) comes through `stdout`, a text pipe."""
+
+    def __init__(self, argv: list[str], crash_at: str | None) -> None:
+        read, write = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: never returns into pytest
+            code = 1
+            try:
+                os.close(read)
+                os.dup2(write, 1)
+                os.dup2(write, 2)
+                sys.stdout = sys.stderr = io.TextIOWrapper(os.fdopen(write, "wb"), line_buffering=True)
+                logging.getLogger().addHandler(logging.StreamHandler(sys.stderr))
+                torch.set_num_threads(1)  # the parent's OpenMP pool does not survive a fork: using it would hang
+                os.environ.pop(CRASH_ENV, None)
+                if crash_at:
+                    os.environ[CRASH_ENV] = crash_at
+                run_in_process(argv)
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        os.close(write)
+        self.stdout = os.fdopen(read, "r")
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.time() + timeout
+        while self.poll() is None:
+            if time.time() > deadline:
+                self.kill()
+                raise subprocess.TimeoutExpired(f"fork {self.pid}", timeout)
+            time.sleep(0.05)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+    def communicate(self, timeout: float) -> tuple[str, None]:
+        chunks: list[str] = []
+        reader = threading.Thread(target=lambda: chunks.append(self.stdout.read()), daemon=True)
+        reader.start()  # drained while the child runs: a full pipe would block it
+        self.wait(timeout)
+        reader.join(30)
+        return "".join(chunks), None
+
+
+def launch(out, tokenizer_dir, *, resume: bool, crash_at: str | None = None) -> ForkedRun:
     extra = ["--resume_from_checkpoint", "latest"] if resume else []
-    cmd = [sys.executable, "scripts/train.py", *run_args(out, tokenizer_dir, *extra)]
-    return subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return ForkedRun(run_args(out, tokenizer_dir, *extra), crash_at)
 
 
 def test_kill_9_at_any_moment_then_resume_gives_the_uninterrupted_weights(reference, tokenizer_dir, tmp_path):

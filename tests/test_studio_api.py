@@ -1,17 +1,13 @@
-"""The studio page as an API: the real server in a subprocess, every endpoint called with gradio_client, the numbers
-checked against `hf_tinyllm.insight` computed directly on the same model."""
+"""The studio page as an API: the real server (`tinyllm studio FOLDER`, run from this process by
+tests/studio_server.py), every endpoint called over HTTP with gradio_client, the numbers checked against
+`hf_tinyllm.insight` computed directly on the same model."""
 
 import json
 import logging
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
-from conftest import REPO_ROOT, cli_user_error
+from conftest import cli_user_error
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_tinyllm.insight.geometry import analogy, nearest_neighbours, word_map
@@ -22,27 +18,9 @@ from hf_tinyllm.model_card import SUMMARY_FILE, TRAINING_LOG_FILE
 
 pytest.importorskip("gradio")
 from gradio_client import Client
+from studio_server import studio
 
 PROMPT = "two plus three equals"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(url: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the studio exited early:\n{process.stdout.read()[-3000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"the studio did not answer at {url} within {timeout:.0f} s")
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +39,8 @@ def model_with_records(trained_tiny_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(model_with_records):
-    folder = model_with_records[0]
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "hf_tinyllm.cli", "studio", str(folder), "--port", str(port)],
-                               cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    try:
-        wait_for(f"http://127.0.0.1:{port}/", process)
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with studio(model_with_records[0]) as url:
+        yield Client(url, verbose=False)
 
 
 def test_every_endpoint_answers_with_the_insight_numbers(client, model_with_records):

@@ -1,6 +1,7 @@
 """The studio page in a real browser: Playwright drives Debian's `chromium` through `tinyllm studio MODEL` served
-in a subprocess. It plays two rounds of "be the model", moves the temperature slider, visits every tab and checks
-what each shows, fails on any error toast or script error, and saves one screenshot per tab.
+from the test process (tests/studio_server.py). It plays two rounds of "be the model", moves the temperature slider,
+visits every tab and checks what each shows, fails on any error toast or script error, and saves one screenshot per
+tab.
 
 MODEL is the small trained TinyLLM of `trained_tiny_dir` (no training records: "How it learned" must say so), or
 the folder named by TINYLLM_STUDIO_MODEL. TINYLLM_SCREENSHOTS=folder also writes the screenshots there as
@@ -12,14 +13,10 @@ the folder named by TINYLLM_STUDIO_MODEL. TINYLLM_SCREENSHOTS=folder also writes
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from studio_server import studio
 
 pytest.importorskip("gradio", reason="gradio is not installed (pip install 'hf_tinyllm[studio]')")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -27,7 +24,6 @@ CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` on PATH for Playwright to drive")
 expect = sync_api.expect
 
-START_TIMEOUT_S = 90
 WAIT_MS = 30_000  # the longest any one step (a model call, a plot) may take to show
 VIEWPORT = {"width": 1280, "height": 900}
 MAX_SHOT_HEIGHT = 1400  # a screenshot is the page from its top to the tab's key element, at most this tall
@@ -45,26 +41,6 @@ new MutationObserver(() => {
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_serving(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"tinyllm studio exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.25)
-    pytest.fail(f"tinyllm studio did not answer at {url} within {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def model_dir(request) -> Path:
     named = os.environ.get("TINYLLM_STUDIO_MODEL")
@@ -72,25 +48,10 @@ def model_dir(request) -> Path:
 
 
 @pytest.fixture(scope="module")
-def studio_url(model_dir, tmp_path_factory):
-    """`python -m hf_tinyllm.cli studio MODEL --port N` in a subprocess, stopped after the module."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("studio") / "server.log"
-    command = [sys.executable, "-m", "hf_tinyllm.cli", "studio", str(model_dir), "--port", str(port)]
-    with log.open("w") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        wait_until_serving(url, server, log)
+def studio_url(model_dir):
+    """`tinyllm studio MODEL --port N`, stopped after the module."""
+    with studio(model_dir) as url:
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 @pytest.fixture(scope="module")
