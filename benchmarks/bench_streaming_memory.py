@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from machine import cpu_name
 from transformers import HfArgumentParser
 
 FIRST_REPORT_TOKENS = 1 << 20  # progress lines at 1M, 2M, 4M ... tokens
@@ -135,7 +136,7 @@ def main(args: StreamingBenchArguments) -> dict:
         documents = tinyworld_dataset()["train"]["text"]
         tokenizer = save_tokenizer(train_tokenizer(documents, vocab_size=args.vocab_size), work / "tokenizer")
         corpus = write_corpus(work / "corpus.txt", documents, int(args.gigabytes * 1e9))
-        results = {"cpu": _cpu_name(), "arguments": asdict(args)}
+        results = {"cpu": cpu_name(), "arguments": asdict(args)}
         results["streaming"] = run_measurement(args, corpus, tokenizer, streaming=True)
         corpus.unlink()
         results["map_style"] = []
@@ -161,13 +162,6 @@ def summary(results: dict) -> str:
             f"{row['tokens_per_s']:>9.0f} {row['setup_rss_mb']:>9.0f} {row['peak_rss_mb']:>8.0f}"
         )
     return "\n".join(lines)
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""The benchmark runs end to end on tiny sizes and reports both models side by side (no timing is asserted)."""
+"""The benchmarks run end to end on tiny sizes (no timing is asserted): bench_model reports both models side by side;
+bench_time_to_quality gives every recipe the same budget."""
 
 import json
 import runpy
 import sys
 
+import pytest
 from conftest import REPO_ROOT
 from transformers.utils import logging as hf_logging
 
@@ -43,3 +45,40 @@ def test_benchmark_reports_tinyllm_and_llama_side_by_side(tmp_path, monkeypatch,
     assert {(r["task"], r["model"]) for r in rows} == {(t, m) for t in tasks for m in ("tinyllm", "llama")}
     assert all(r["tokens_per_s"] > 0 for r in rows)
     assert all(r["mfu"] > 0 for r in rows if r["task"] == "train")
+
+
+def test_time_to_quality_fills_the_budget_from_a_calibration_and_reports_each_recipe(tmp_path, monkeypatch, capsys):
+    """Two recipes on a tiny budget: the step count comes from the calibration run's throughput, the reported exact
+    matches are the runs' own, and the table, JSON and plot are written (no timing is asserted)."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    import bench_time_to_quality as ttq
+
+    args = ttq.TimeToQualityArguments(
+        budget_s=1.0, recipes="demo,weight_decay_0", calibration_steps=10, probes=2, work_dir=str(tmp_path / "runs"),
+        base_flags="--preset debug --tinyworld_documents 300 --block_size 32 --per_device_batch_size 8 "
+        "--eval_documents 5 --probe_documents 5 --probe_problems 4",
+        output_json=str(tmp_path / "ttq.json"), output_md=str(tmp_path / "ttq.md"),
+        output_png=str(tmp_path / "ttq.png"),
+    )  # fmt: skip
+    verbosity = hf_logging.get_verbosity()
+    try:
+        rows = ttq.main(args)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    assert [r["recipe"] for r in rows] == ["demo", "weight_decay_0"]
+    for row in rows:
+        run = tmp_path / "runs" / row["recipe"]
+        calibration = [json.loads(line) for line in (run / "calibration/logs/metrics.jsonl").read_text().splitlines()]
+        assert row["calibrated_steps_per_s"] == ttq.steps_per_second(calibration, 8 * 32)
+        assert row["steps"] == max(8, round(1.0 * row["calibrated_steps_per_s"]))
+        summary = json.loads((run / "run/model/training_summary.json").read_text())
+        assert summary["steps"] == row["steps"]
+        assert row["heldout_exact_match"] == summary["final_metrics"]["arithmetic_exact_match"]
+        assert row["bits_per_byte"] == summary["final_metrics"]["bits_per_byte"]
+        walls = [p["wall_s"] for p in row["curve"]]
+        assert len(walls) >= 2 and walls == sorted(walls) and walls[0] == 0 < walls[-1]  # step 0: before training
+    assert json.loads((tmp_path / "ttq.json").read_text())["rows"] == json.loads(json.dumps(rows))
+    assert "| weight_decay_0 |" in (tmp_path / "ttq.md").read_text()
+    assert (tmp_path / "ttq.png").read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(SystemExit, match="unknown recipes"):
+        ttq.main(ttq.TimeToQualityArguments(recipes="demo,nope"))
