@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import datasets
@@ -152,17 +153,32 @@ def expect_user_error(call: Callable[[], object], capsys) -> str:
     return last
 
 
+@contextmanager
+def transformers_verbosity_kept() -> Iterator[None]:
+    """Restore transformers' logging verbosity after the block: scripts quiet it for their reports, the next tests
+    need it."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def run_script(script: str, argv: list[str], *, training: bool = False) -> None:
-    """`python scripts/SCRIPT ARGV...` in this process (run as `__main__`; sys.argv is restored afterwards). A
-    training script gets a fresh Accelerate state first. Exits (a user error) propagate as SystemExit."""
+    """`python SCRIPT ARGV...` (SCRIPT relative to the repository, e.g. "scripts/train.py") in this process, run as
+    `__main__`; sys.argv and transformers' verbosity are restored afterwards. A training script gets a fresh
+    Accelerate state first. Exits (a user error) propagate as SystemExit."""
     if training:
         from accelerate.state import AcceleratorState
 
         AcceleratorState._reset_state(reset_partial_state=True)
     saved = sys.argv
-    sys.argv = [f"scripts/{script}", *argv]
+    sys.argv = [script, *argv]
     try:
-        runpy.run_path(str(REPO_ROOT / "scripts" / script), run_name="__main__")
+        with transformers_verbosity_kept():
+            runpy.run_path(str(REPO_ROOT / script), run_name="__main__")
     finally:
         sys.argv = saved
 

@@ -2,15 +2,12 @@
 bench_time_to_quality gives every recipe the same budget."""
 
 import json
-import runpy
-import sys
 
 import pytest
-from conftest import REPO_ROOT
-from transformers.utils import logging as hf_logging
+from conftest import REPO_ROOT, script_output, transformers_verbosity_kept
 
 
-def test_benchmark_reports_tinyllm_and_llama_side_by_side(tmp_path, monkeypatch, capsys):
+def test_benchmark_reports_tinyllm_and_llama_side_by_side(tmp_path, capsys):
     out = tmp_path / "bench.json"
     args = [
         "--preset",
@@ -32,13 +29,7 @@ def test_benchmark_reports_tinyllm_and_llama_side_by_side(tmp_path, monkeypatch,
         "--output_json",
         str(out),
     ]
-    monkeypatch.setattr(sys, "argv", ["benchmarks/bench_model.py", *args])
-    verbosity = hf_logging.get_verbosity()
-    try:
-        runpy.run_path(str(REPO_ROOT / "benchmarks/bench_model.py"), run_name="__main__")
-    finally:
-        hf_logging.set_verbosity(verbosity)  # the benchmark quiets transformers; the next tests need it
-    stdout = capsys.readouterr().out
+    stdout = script_output("benchmarks/bench_model.py", args, capsys)
     assert "ratio" in stdout and "generate b=2 static" in stdout
     rows = json.loads(out.read_text())["rows"]
     tasks = {"train", "generate b=1 dynamic", "generate b=1 static", "generate b=2 dynamic", "generate b=2 static"}
@@ -60,11 +51,8 @@ def test_time_to_quality_fills_the_budget_from_a_calibration_and_reports_each_re
         output_json=str(tmp_path / "ttq.json"), output_md=str(tmp_path / "ttq.md"),
         output_png=str(tmp_path / "ttq.png"),
     )  # fmt: skip
-    verbosity = hf_logging.get_verbosity()
-    try:
+    with transformers_verbosity_kept():
         rows = ttq.main(args)
-    finally:
-        hf_logging.set_verbosity(verbosity)
     assert [r["recipe"] for r in rows] == ["demo", "weight_decay_0"]
     for row in rows:
         run = tmp_path / "runs" / row["recipe"]

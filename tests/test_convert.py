@@ -158,7 +158,7 @@ def test_convert_script_carries_the_tokenizer_and_writes_loadable_folders(tmp_pa
     tiny.save_pretrained(tmp_path / "tiny")
 
     def convert(*argv):
-        return script_output("convert.py", list(argv), capsys)
+        return script_output("scripts/convert.py", list(argv), capsys)
 
     assert "tokenizer.json" in convert("--source", str(tmp_path / "gpt2"), "--output_dir", str(tmp_path / "out"))
     converted = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()

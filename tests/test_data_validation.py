@@ -131,5 +131,5 @@ def test_train_script_prints_the_message_for_a_binary_dataset(data, tmp_path, ca
     monkeypatch.delenv("TINYLLM_DEBUG", raising=False)  # debug mode would show the traceback instead
     argv = ["--dataset", str(data / "binary.txt"), "--output_dir", str(tmp_path / "run"), "--report_to", "none",
             "--max_steps", "30"]  # fmt: skip
-    line = expect_user_error(lambda: run_script("train.py", argv, training=True), capsys)
+    line = expect_user_error(lambda: run_script("scripts/train.py", argv, training=True), capsys)
     assert f"{data / 'binary.txt'} is not UTF-8 text (byte 0xff at offset {len(GOOD_PREFIX)})" in line

@@ -198,8 +198,8 @@ def test_training_scripts_push_to_hub(hub, loader, tokenizer_dir, tmp_path):
     trainer = [*common, "--per_device_train_batch_size", "4", "--use_cpu", "--output_dir", str(tmp_path / "trainer"),
                "--hub_model_id", "from-trainer", "--save_strategy", "no"]  # fmt: skip
     with pushing(hub, tmp_path):
-        run_script("train.py", loop, training=True)
-        run_script("train_trainer.py", trainer, training=True)
+        run_script("scripts/train.py", loop, training=True)
+        run_script("scripts/train_trainer.py", trainer, training=True)
     for repo, folder in (
         ("tester/from-loop", tmp_path / "loop" / "model"),
         ("tester/from-trainer", tmp_path / "trainer"),
@@ -278,7 +278,7 @@ def test_a_token_passed_any_way_never_leaks(hub, model_folder, tmp_path):
     with pushing(hub, tmp_path, token=None):  # no HF_TOKEN: only the explicit routes carry the token
         push(folder, "tester/by-argument", token=TOKEN)
         main(["push", folder, "tester/by-cli-flag", "--token", TOKEN])
-        run_script("push_to_hub.py", [folder, "tester/by-script", "--token", TOKEN])
+        run_script("scripts/push_to_hub.py", [folder, "tester/by-script", "--token", TOKEN])
         for repo, bad in (("tester/refused", "hf_wrong_secret"), ("intruder/refused", TOKEN)):  # 401, then 403
             with pytest.raises(SystemExit) as stop:
                 main(["push", folder, repo, "--token", bad])

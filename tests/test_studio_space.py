@@ -6,7 +6,6 @@ process (pointed at the server by `hub_client`); the Space's app.py runs in its 
 
 import configparser
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from conftest import REPO_ROOT, cli_user_error
 from fake_hub import FakeHub, hub_client, never_shows
 from huggingface_hub import SpaceCard, snapshot_download
 from packaging.requirements import Requirement
+from studio_server import free_port
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_tinyllm.cli import main
@@ -44,12 +44,6 @@ output = never_shows(TOKEN)  # nothing a test prints or logs contains the token;
 def pushing(hub: FakeHub, tmp_path: Path, token: str | None = TOKEN):
     """This process's client pointed at the fake Hub with `token` (None: no token at all)."""
     return hub_client(hub.client_env(token=token, hf_home=tmp_path / "hf_push"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:

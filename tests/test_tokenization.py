@@ -145,6 +145,6 @@ def test_train_tokenizer_script_writes_a_folder_auto_tokenizer_loads(tmp_path, c
     (data / "part.jsonl").write_text("\n".join(json.dumps({"body": t}) for t in CORPUS) + "\n", encoding="utf-8")
     argv = ["--dataset", str(data), "--text_column", "body", "--vocab_size", "300",
             "--output_dir", str(tmp_path / "tok")]  # fmt: skip
-    assert "Trained a 300-token byte-level BPE" in script_output("train_tokenizer.py", argv, capsys)
+    assert "Trained a 300-token byte-level BPE" in script_output("scripts/train_tokenizer.py", argv, capsys)
     out = without_package.run(LOAD_ELSEWHERE.format(path=str(tmp_path / "tok")))
     assert out["decoded"] == "the queen walked to the palace 👑" and out["pad"] == "<|pad|>"

@@ -4,24 +4,22 @@ traceback instead. The table holds every argument rule of the training script.""
 
 import os
 import random
-import runpy
 import subprocess
 import sys
 
 import pytest
 import torch
 from accelerate.state import AcceleratorState
-from conftest import REPO_ROOT, cli_user_error, expect_user_error, tiny_model
+from conftest import REPO_ROOT, cli_user_error, expect_user_error, run_script, tiny_model
 from transformers import AutoTokenizer
 
 from hf_tinyllm.errors import entry_point, format_user_error
 from hf_tinyllm.evaluation import evaluate_model, generate_answers
 
 
-def script_user_error(script: str, argv: list[str], capsys, monkeypatch) -> str:
+def script_user_error(script: str, argv: list[str], capsys) -> str:
     """`expect_user_error` for scripts/SCRIPT run in-process as `__main__`."""
-    monkeypatch.setattr(sys, "argv", [script, *argv])
-    return expect_user_error(lambda: runpy.run_path(str(REPO_ROOT / "scripts" / script), run_name="__main__"), capsys)
+    return expect_user_error(lambda: run_script(f"scripts/{script}", argv), capsys)
 
 
 TRAIN_ARGUMENT_ERRORS = [
@@ -59,7 +57,7 @@ def test_train_script_argument_errors(argv, message, capsys, monkeypatch, tmp_pa
     monkeypatch.chdir(REPO_ROOT)
     if "--output_dir" not in argv:
         argv = [*argv, "--output_dir", str(tmp_path / "run")]
-    assert message in script_user_error("train.py", argv, capsys, monkeypatch)
+    assert message in script_user_error("train.py", argv, capsys)
     assert not (tmp_path / "run").exists()  # refused before any work
 
 
@@ -94,7 +92,7 @@ def test_train_script_input_errors(case, capsys, monkeypatch, tmp_path, tokenize
              "--per_device_batch_size", "4", "--max_steps", "4", "--warmup_steps", "1", "--report_to", "none",
              "--output_dir", str(tmp_path / "run")]  # fmt: skip
     AcceleratorState._reset_state(reset_partial_state=True)
-    assert message in script_user_error("train.py", [*small, flag, str(path)], capsys, monkeypatch)
+    assert message in script_user_error("train.py", [*small, flag, str(path)], capsys)
     assert not (tmp_path / "run" / "model").exists()
 
 
