@@ -27,11 +27,14 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs, can_return_tuple
+from transformers.utils import TransformersKwargs, can_return_tuple, logging
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_tinyllm import TinyLLMConfig
+from .generation_tinyllm import fast_decode_blocker, fast_decode_requested, static_compiled_decode
+
+logger = logging.get_logger(__name__)
 
 
 class TinyLLMRMSNorm(nn.Module):
@@ -340,6 +343,11 @@ class TinyLLMPreTrainedModel(PreTrainedModel):
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
             auto_map.update({auto: f"{module}.{name}" for auto, name in self._auto_map_classes.items()})
             self.config.auto_map = auto_map
+        # A generation config still marked as derived from the model config loads back without its extra
+        # attributes, which would drop the `fast_decode` switch (generation_tinyllm): setting it is an edit.
+        generation_config = getattr(self, "generation_config", None)
+        if getattr(generation_config, "fast_decode", None) is not None:
+            generation_config._from_model_config = False
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
@@ -469,6 +477,18 @@ class TinyLLMForCausalLM(TinyLLMPreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+
+    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
+        """transformers' `generate`; with `fast_decode` on (`generation_config.fast_decode = True`, or
+        `fast_decode=True` in the call) its decoding loop is generation_tinyllm's static-cache compiled one."""
+        if fast_decode_requested(generation_config, self.generation_config, kwargs):
+            blocker = fast_decode_blocker(generation_config or self.generation_config, kwargs)
+            if blocker is None:
+                kwargs["custom_generate"] = static_compiled_decode
+                kwargs["fast_decode_streamer"] = kwargs.get("streamer")
+            else:
+                logger.warning_once(f"fast_decode does not support {blocker}; using transformers' decoding loop.")
+        return super().generate(inputs, generation_config, **kwargs)
 
 
 # The task heads are transformers' generic ones, as Llama's: each builds its base with `AutoModel.from_config(config)`

@@ -130,8 +130,8 @@ def test_hf_tinyllm_push_round_trip_with_card(hub, loader, model_folder, tmp_pat
     assert {p.name: p.read_bytes() for p in model_folder.iterdir()} == before  # the local folder is untouched
     files = hub.files("tester/tiny")
     expected = {".gitattributes", "README.md", "config.json", "generation_config.json", "model.safetensors",
-                "configuration_tinyllm.py", "modeling_tinyllm.py", "tokenizer.json", "tokenizer_config.json",
-                "chat_template.jinja", "training_summary.json", "loss_curve.png"}  # fmt: skip
+                "configuration_tinyllm.py", "modeling_tinyllm.py", "generation_tinyllm.py", "tokenizer.json",
+                "tokenizer_config.json", "chat_template.jinja", "training_summary.json", "loss_curve.png"}  # fmt: skip
     assert set(files) == expected
     config = json.loads(files["config.json"])
     assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM",

@@ -70,6 +70,7 @@ def test_saved_folder_contents(tmp_path):
         "config.json",
         "configuration_tinyllm.py",
         "generation_config.json",
+        "generation_tinyllm.py",
         "model.safetensors",
         "modeling_tinyllm.py",
     ]
@@ -131,8 +132,10 @@ ids, mask = torch.tensor({ids}), torch.tensor({mask})
 with torch.no_grad():
     logits = model(ids, attention_mask=mask).logits
 generated = model.generate(ids, attention_mask=mask, max_new_tokens=4, do_sample=False)
+fast = model.generate(ids, attention_mask=mask, max_new_tokens=4, do_sample=False, fast_decode=True)
 result = {{"logits": logits.tolist(), "base": type(base).__name__, "module": type(model).__module__,
-          "inv_freq": model.model.rotary_emb.inv_freq.tolist(), "generated": generated.tolist()}}
+          "inv_freq": model.model.rotary_emb.inv_freq.tolist(), "generated": generated.tolist(),
+          "fast": fast.tolist(), "fast_used": bool(model.__dict__.get("_fast_decode_caches"))}}
 """
 
 
@@ -151,6 +154,7 @@ def test_loads_with_trust_remote_code_where_the_package_is_not_importable(tmp_pa
     torch.testing.assert_close(torch.tensor(out["inv_freq"]), model.model.rotary_emb.inv_freq)
     expected_generated = model.generate(ids, attention_mask=mask, max_new_tokens=4, do_sample=False)
     assert out["generated"] == expected_generated.tolist()
+    assert out["fast_used"] and out["fast"] == expected_generated.tolist()  # generation_tinyllm.py came along
 
 
 def test_dtype_is_kept_on_save_and_can_be_chosen_on_load(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer, TrainingArguments, set_seed
 
 from ..data.packing import DataCollatorForCausalLM, check_block_size
 from ..insight.learning import plot_learning_curves, probe_records
@@ -144,6 +144,7 @@ def run_trainer(
     With `probe_args.probe_steps`, the learning probes are recorded into the Trainer's log (and trackers)."""
     output_dir = Path(training_args.output_dir)
     data = prepare_training_data(data_args, training_args.main_process_first, output_dir, training_args.seed)
+    set_seed(training_args.seed)  # the fresh model's weights come from the seed, not from whatever ran before
     model = build_training_model(model_args, data.tokenizer)
     check_block_size(data_args.block_size, model.config)
     if lora_args.lora_r > 0:
