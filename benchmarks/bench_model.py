@@ -7,6 +7,13 @@ Measures training-step tokens/s (forward + backward + AdamW), generation tokens/
 dynamic and static cache), peak accelerator memory (CUDA only), and achieved FLOP/s as a fraction of this machine's
 measured matmul peak. The two models run alternately, `--repeats` times, and the median is reported, so drift in
 machine load hits both sides alike. Both models must produce the same tokens: the run stops if they do not.
+
+With `--compiled` (the default) two more lines put TinyLLM's fast paths against the peer's plain eager ones:
+`train compiled` (the TinyLLM step under `torch.compile`, inductor, vs Llama eager) and `generate ... fast_decode`
+(`generate(fast_decode=True)`, the static-cache compiled decode loop, vs Llama's `generate`). Their one-off
+warm-up (compilation; inductor's on-disk cache shortens it in a second process) is printed, not averaged in.
+Generation lines also give milliseconds per decode step and the weight bytes read per second: at batch 1 a step
+reads every weight once, so on a CPU it is bound by memory bandwidth long before the matmul peak.
 """
 
 import json
@@ -38,6 +45,10 @@ class BenchArguments:
     new_tokens: int = field(default=64, metadata={"help": "Generated tokens per sequence."})
     gen_batch: int = field(default=8, metadata={"help": "Batch size of the batched generation runs."})
     repeats: int = field(default=3, metadata={"help": "Alternating repeats per measurement; the median is kept."})
+    compiled: bool = field(
+        default=True, metadata={"help": "Also measure TinyLLM's compiled training step and fast_decode generation."}
+    )
+    compile_backend: str = field(default="inductor", metadata={"help": "torch.compile backend of the training step."})
     seed: int = field(default=0)
     output_json: str | None = field(default=None, metadata={"help": "Also write the results here."})
 
@@ -72,7 +83,14 @@ def make_generate(model, prompt, new_tokens: int, cache: str) -> Callable[[], to
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
     if cache == "static":
         kwargs["cache_implementation"] = "static"
+    if cache == "fast_decode":
+        kwargs["fast_decode"] = True
     return lambda: model.generate(prompt, attention_mask=torch.ones_like(prompt), **kwargs)
+
+
+def warm_up(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds of the first call (compilation included)."""
+    return timed(fn, device)
 
 
 def alternate(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device, warmup: int = 1) -> dict:
@@ -90,26 +108,39 @@ def alternate(fns: dict[str, Callable[[], object]], repeats: int, device: torch.
 
 
 def summarise(
-    task: str, seconds: dict[str, list[float]], work: float, flops_per_unit: float | None, peak: float
+    task: str,
+    seconds: dict[str, list[float]],
+    work: float,
+    flops_per_unit: float | None,
+    peak: float,
+    warmup_s: float | None = None,
+    step_bytes: int | None = None,
+    steps: int | None = None,
 ) -> list[dict]:
     """Median throughput of each model, and the median (and range) of the per-repeat ratio ours/peer: adjacent runs
-    share the machine's state, so paired ratios are steadier than a ratio of medians on a noisy host."""
+    share the machine's state, so paired ratios are steadier than a ratio of medians on a noisy host. For
+    generation, `steps` decode steps that each read `step_bytes` of weights give ms per step and weight GB/s."""
     ratios = [peer / ours for ours, peer in zip(seconds["tinyllm"], seconds["llama"], strict=True)]
     rows = []
     for name, s in seconds.items():
         tps = work / statistics.median(s)
         mfu = tps * flops_per_unit / peak if flops_per_unit else None
-        rows.append(
-            dict(
-                task=task,
-                model=name,
-                tokens_per_s=tps,
-                mfu=mfu,
-                ratio=statistics.median(ratios),
-                ratio_min=min(ratios),
-                ratio_max=max(ratios),
-            )
+        row = dict(
+            task=task,
+            model=name,
+            tokens_per_s=tps,
+            mfu=mfu,
+            ratio=statistics.median(ratios),
+            ratio_min=min(ratios),
+            ratio_max=max(ratios),
         )
+        if warmup_s is not None and name == "tinyllm":
+            row["warmup_s"] = warmup_s
+        if steps:
+            step_s = statistics.median(s) / steps
+            row["ms_per_step"] = 1e3 * step_s
+            row["weight_gb_per_s"] = step_bytes / step_s / 1e9
+        rows.append(row)
     return rows
 
 
@@ -128,6 +159,7 @@ def run(args: BenchArguments) -> list[dict]:
     models = {"tinyllm": tiny, "llama": to_llama(tiny)}
     for model in models.values():
         model.to(device)
+    initial_weights = {name: tensor.clone() for name, tensor in tiny.state_dict().items()}
     vocab = tiny.config.vocab_size
     gen = torch.Generator().manual_seed(args.seed)
     batch = torch.randint(3, vocab, (args.batch_size, args.seq_len), generator=gen).to(device)
@@ -145,20 +177,38 @@ def run(args: BenchArguments) -> list[dict]:
     seconds = alternate(train_fns, args.repeats, device)
     tokens = args.batch_size * args.seq_len * args.train_steps
     rows += summarise("train", seconds, tokens, flops_per_token, peak)
+    if args.compiled:
+        compiled = torch.compile(models["tinyllm"], backend=args.compile_backend)
+        steps["tinyllm"] = make_train_step(compiled, batch, autocast)
+        train_fns["tinyllm"] = lambda s=steps["tinyllm"]: [s() for _ in range(args.train_steps)]
+        warmup = warm_up(steps["tinyllm"], device)
+        seconds = alternate(train_fns, args.repeats, device)
+        rows += summarise("train compiled", seconds, tokens, flops_per_token, peak, warmup_s=warmup)
     del steps, train_fns
 
-    # Generation: weights in the benchmark dtype, eval mode; the two models must agree token for token.
+    # Generation: the untrained weights again (the training runs updated each model its own way, and the compiled
+    # step one warm-up step more), in the benchmark dtype, eval mode; the two must agree token for token.
+    tiny.load_state_dict(initial_weights)
+    models["llama"] = to_llama(tiny).to(device)
     for model in models.values():
         model.eval().to(dtype)
+    weight_bytes = sum(p.numel() * p.element_size() for p in tiny.parameters())  # read once per decode step
     for gen_batch in sorted({1, args.gen_batch}):
         prompt = torch.randint(3, vocab, (gen_batch, args.prompt_len), generator=gen).to(device)
-        for cache in ("dynamic", "static"):
+        for cache in ("dynamic", "static", "fast_decode")[: 3 if args.compiled else 2]:
             fns = {name: make_generate(m, prompt, args.new_tokens, cache) for name, m in models.items()}
+            if cache == "fast_decode":  # against the peer's regular generate
+                fns["llama"] = make_generate(models["llama"], prompt, args.new_tokens, "dynamic")
+            warmup = warm_up(fns["tinyllm"], device)
             outputs = {name: fn() for name, fn in fns.items()}
             if not torch.equal(outputs["tinyllm"], outputs["llama"]):
-                raise RuntimeError(f"TinyLLM and Llama generated different tokens (batch {gen_batch}, {cache} cache)")
+                raise RuntimeError(f"TinyLLM and Llama generated different tokens (batch {gen_batch}, {cache})")
             seconds = alternate(fns, args.repeats, device, warmup=0)
-            rows += summarise(f"generate b={gen_batch} {cache}", seconds, gen_batch * args.new_tokens, None, peak)
+            rows += summarise(
+                f"generate b={gen_batch} {cache}", seconds, gen_batch * args.new_tokens, None, peak,
+                warmup_s=warmup if cache == "fast_decode" else None,
+                step_bytes=weight_bytes, steps=args.new_tokens,
+            )  # fmt: skip
     if device.type == "cuda":
         rows.append(
             dict(
@@ -185,19 +235,24 @@ def print_table(rows: list[dict], args: BenchArguments, device: torch.device, pe
         f"measured matmul peak {peak / 1e9:.0f} GFLOP/s"
     )
     print(
-        f"{'task':<24}{'tinyllm tok/s':>15}{'llama tok/s':>15}{'ratio [range]':>22}{'tinyllm MFU':>13}{'llama MFU':>11}"
+        f"{'task':<30}{'tinyllm tok/s':>15}{'llama tok/s':>15}{'ratio [range]':>22}{'tinyllm MFU':>13}{'llama MFU':>11}"
+        f"{'ms/step (GB/s)':>22}{'warm-up':>10}"
     )
     by_task: dict[str, dict[str, dict]] = {}
     for row in rows:
         by_task.setdefault(row["task"], {})[row["model"]] = row
     for task, pair in by_task.items():
         if "both" in pair:
-            print(f"{task:<24}{pair['both']['tokens_per_s']:>15.2f}")
+            print(f"{task:<30}{pair['both']['tokens_per_s']:>15.2f}")
             continue
         ours, peer = pair["tinyllm"], pair["llama"]
         mfu = "".join(f"{r['mfu']:>12.1%} " if r["mfu"] is not None else f"{'':>13}" for r in (ours, peer))
         ratio = f"{ours['ratio']:.3f} [{ours['ratio_min']:.2f}-{ours['ratio_max']:.2f}]"
-        print(f"{task:<24}{ours['tokens_per_s']:>15.1f}{peer['tokens_per_s']:>15.1f}{ratio:>22}{mfu}")
+        step = f"{ours['ms_per_step']:.2f} ({ours['weight_gb_per_s']:.1f})" if "ms_per_step" in ours else ""
+        warmup = f"{ours['warmup_s']:.1f} s" if "warmup_s" in ours else ""
+        print(
+            f"{task:<30}{ours['tokens_per_s']:>15.1f}{peer['tokens_per_s']:>15.1f}{ratio:>22}{mfu}{step:>22}{warmup:>10}"
+        )
 
 
 if __name__ == "__main__":

@@ -68,12 +68,14 @@ def _studio(argv: list[str]) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="Address to bind (default: this machine only).")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="Also open a public gradio.live link.")
+    parser.add_argument("--fast_decode", action="store_true",
+                        help="Generate through the compiled static-cache loop (compiled once at start).")  # fmt: skip
     args = parser.parse_args(argv)
     if args.model is None:
         raise FileNotFoundError(
             f"no model given and {DEFAULT_MODEL} does not exist; run `make demo` or name a model folder."
         )
-    serve(args.model, host=args.host, port=args.port, share=args.share)
+    serve(args.model, host=args.host, port=args.port, share=args.share, fast_decode=args.fast_decode)
 
 
 def _export(argv: list[str]) -> None:

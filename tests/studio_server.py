@@ -61,9 +61,9 @@ def _close_the_app_on(port: int) -> None:
 
 
 @contextmanager
-def studio(folder: str | Path) -> Iterator[str]:
-    """Run `tinyllm studio FOLDER --port P` in a background thread; yield the page's URL once it answers 200; at
-    exit close the server and check that the command returned cleanly."""
+def studio(folder: str | Path, *options: str) -> Iterator[str]:
+    """Run `tinyllm studio FOLDER --port P [OPTIONS]` in a background thread; yield the page's URL once it answers
+    200; at exit close the server and check that the command returned cleanly."""
     from hf_tinyllm.cli import main
 
     port = free_port()
@@ -72,7 +72,7 @@ def studio(folder: str | Path) -> Iterator[str]:
 
     def command() -> None:
         try:
-            main(["studio", str(folder), "--port", str(port)])
+            main(["studio", str(folder), "--port", str(port), *options])
         except BaseException as error:  # SystemExit included: a user error is exit status 2, not a served page
             errors.append(error)
 

@@ -39,7 +39,12 @@ def model_with_records(trained_tiny_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(model_with_records):
-    with studio(model_with_records[0]) as url:
+    """The page served with --fast_decode: its /generate must give the tokens of the regular `generate`."""
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    with studio(model_with_records[0], "--fast_decode") as url:
+        assert counters["stats"]["unique_graphs"] >= 1  # the decode step was compiled before serving
         yield Client(url, verbose=False)
 
 

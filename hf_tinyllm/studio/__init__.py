@@ -6,16 +6,41 @@ from pathlib import Path
 DEFAULT_MODEL = "outputs/demo/model"
 
 
-def serve(name_or_path: str, host: str = "127.0.0.1", port: int = 7860, share: bool = False, **launch_options):
+def serve(
+    name_or_path: str,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    share: bool = False,
+    fast_decode: bool = False,
+    **launch_options,
+):
     """Load a model folder or Hub id with its tokenizer and serve its studio page (blocking unless
-    `prevent_thread_lock=True`); returns what `gradio.Blocks.launch` returns."""
+    `prevent_thread_lock=True`); returns what `gradio.Blocks.launch` returns. `fast_decode`: the page generates
+    through the compiled static-cache loop (generation_tinyllm), compiled here before serving."""
     from ..explain import load_model_and_tokenizer
     from .app import build_app
 
     model, tokenizer = load_model_and_tokenizer(name_or_path)
+    if fast_decode:
+        print(f"fast_decode: compiled the decode step in {warm_up_fast_decode(model, tokenizer):.1f} s", flush=True)
     app = build_app(model, tokenizer, run_dir=training_records_dir(name_or_path))
     print(f"TinyLLM studio for {name_or_path}: http://{host}:{port}", flush=True)
     return app.launch(server_name=host, server_port=port, share=share, **launch_options)
+
+
+def warm_up_fast_decode(model, tokenizer) -> float:
+    """Switch `model`'s generation to fast_decode and compile its batch-1 decode step (the page generates one text
+    at a time; cache lengths round up to 64, so longer generations compile once more); returns the seconds taken."""
+    import time
+
+    import torch
+
+    model.generation_config.fast_decode = True
+    ids = tokenizer("warm up", return_tensors="pt")["input_ids"][:, :8]
+    start = time.perf_counter()
+    model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, do_sample=False,
+                   pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    return time.perf_counter() - start
 
 
 def training_records_dir(name_or_path: str) -> Path | None:
@@ -40,4 +65,4 @@ def build_app(*args, **kwargs):
     return build(*args, **kwargs)
 
 
-__all__ = ["DEFAULT_MODEL", "build_app", "serve", "training_records_dir"]
+__all__ = ["DEFAULT_MODEL", "build_app", "serve", "training_records_dir", "warm_up_fast_decode"]
