@@ -26,7 +26,8 @@ test: lint
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed
-	$(PY) benchmarks/bench_model.py
+	$(PY) benchmarks/bench_model.py --preset nano --batch_size 16 --seq_len 128
+	$(PY) benchmarks/bench_model.py --preset micro
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

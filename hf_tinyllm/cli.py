@@ -86,8 +86,10 @@ def _export(argv: list[str]) -> None:
     parser.add_argument("folder", help="A TinyLLM (or Llama) folder or Hub id; its tokenizer goes in the file too.")
     parser.add_argument("output", help="The GGUF file to write, e.g. model.gguf (replaced atomically).")
     parser.add_argument("--file_type", choices=FILE_TYPES, default="f32", help="Weight precision (default: f32).")
+    parser.add_argument("--without_tokenizer", action="store_true",
+                        help="The weights alone (for a tokenizer GGUF cannot hold, e.g. a prefix space).")  # fmt: skip
     args = parser.parse_args(argv)
-    path = export_gguf(args.folder, args.output, file_type=args.file_type)
+    path = export_gguf(args.folder, args.output, file_type=args.file_type, with_tokenizer=not args.without_tokenizer)
     print(f"Wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {args.file_type})")
 
 

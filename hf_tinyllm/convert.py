@@ -219,17 +219,24 @@ def export_llama(model: TinyLLMForCausalLM, save_directory: str | Path, tokenize
 
 
 def export_gguf(
-    model_or_folder: TinyLLMForCausalLM | str | Path, path: str | Path, file_type: str = "f32", tokenizer=None
+    model_or_folder: TinyLLMForCausalLM | str | Path,
+    path: str | Path,
+    file_type: str = "f32",
+    tokenizer=None,
+    with_tokenizer: bool = True,
 ) -> Path:
     """Write a Llama-compatible TinyLLM as the GGUF file `path` (llama.cpp's "llama" architecture), atomically.
 
     `model_or_folder`: a model, or a saved TinyLLM / Llama folder or Hub id (whose tokenizer is used when `tokenizer`
-    is None). `file_type`: "f32" (exact), "f16" or "q8_0". The file loads back with
-    `AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)` and `AutoTokenizer.from_pretrained(...)` alike."""
+    is None, unless `with_tokenizer` is False: the weights alone). `file_type`: "f32" (exact), "f16" or "q8_0". The
+    file loads back with `AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)` and
+    `AutoTokenizer.from_pretrained(...)` alike."""
     model = model_or_folder
+    if not with_tokenizer:
+        tokenizer = None
     if isinstance(model_or_folder, (str, Path)):
         model = from_pretrained_any(model_or_folder)
-        if tokenizer is None:
+        if tokenizer is None and with_tokenizer:
             try:
                 tokenizer = AutoTokenizer.from_pretrained(model_or_folder)
             except (OSError, ValueError):

@@ -160,11 +160,17 @@ def _tokenizer_metadata(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> 
         and spec.get("normalizer") is None
         and pre.get("type") == "ByteLevel"
         and pre.get("use_regex", True)
-        and not pre.get("add_prefix_space", False)
     )
+    if byte_level and pre.get("add_prefix_space", False):
+        raise ValueError(
+            "This tokenizer adds a prefix space (train_tokenizer(add_prefix_space=True)): GGUF readers of byte-level "
+            "vocabularies (llama.cpp, transformers' gguf_file=) ignore that flag and would split the first word of a "
+            "text differently. Export the weights alone (`tinyllm export --without_tokenizer`, "
+            "export_gguf(..., with_tokenizer=False)) or use a tokenizer trained without it."
+        )
     if not byte_level:
         raise ValueError(
-            "Only a fast byte-level BPE tokenizer (GPT-2 pre-tokenizer, no normalizer, no prefix space) exports to "
+            "Only a fast byte-level BPE tokenizer (GPT-2 pre-tokenizer, no normalizer) exports to "
             "GGUF; this one is not. Train one with `hf_tinyllm.tokenization.train_tokenizer`, or pass tokenizer=None "
             "to write the model only."
         )

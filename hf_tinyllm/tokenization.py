@@ -49,12 +49,19 @@ def train_tokenizer(
     min_frequency: int = 2,
     text_column: str = "text",
     model_max_length: int = 1024,
+    add_prefix_space: bool = False,
 ) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on `source` and wrap it for transformers.
 
     `source` is an iterable of texts, a `datasets.Dataset` / `IterableDataset` (its `text_column` is read), the path
     (`str` or `Path`) of a plain-text file, or a list of `Path`s. For json/csv/parquet files, load them with
     `hf_tinyllm.data.load_text_dataset` first.
+
+    `add_prefix_space`: encode a text's first word (and the first word after a special token) as if a space preceded
+    it, as SentencePiece tokenizers do, so a word is the same token at the start of a document as inside it ("four"
+    "teen" at the start and " fourteen" inside become " fourteen" everywhere); decoding drops that one added space.
+    The price: a text that itself begins with a space loses it on the round trip, a special token is followed by a
+    space when decoded with special tokens, and llama.cpp's byte-level tokenizer ignores the GGUF flag that says so.
     """
     minimum = BYTE_ALPHABET_SIZE + len(SPECIAL_TOKENS)
     if vocab_size < minimum:
@@ -63,8 +70,10 @@ def train_tokenizer(
             f"{len(SPECIAL_TOKENS)} special tokens; use vocab_size >= {minimum} (a few thousand for real text)."
         )
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
     tokenizer.decoder = decoders.ByteLevel()
+    if add_prefix_space:  # the decoded pieces fused into one string, then its one leading space dropped
+        tokenizer.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,

@@ -30,6 +30,9 @@ class TokenizerArguments:
     min_frequency: int = field(default=2, metadata={"help": "Minimum pair frequency for a merge."})
     model_max_length: int = field(default=1024, metadata={"help": "Longest sequence the tokenizer will announce."})
     streaming: bool = field(default=False, metadata={"help": "Read the corpus lazily (larger than RAM)."})
+    add_prefix_space: bool = field(
+        default=False, metadata={"help": "Encode a text's first word as inside a sentence (see train_tokenizer)."}
+    )
 
 
 def main(args: TokenizerArguments) -> None:
@@ -42,6 +45,7 @@ def main(args: TokenizerArguments) -> None:
         min_frequency=args.min_frequency,
         text_column=args.text_column,
         model_max_length=args.model_max_length,
+        add_prefix_space=args.add_prefix_space,
     )
     path = save_tokenizer(tokenizer, args.output_dir)
     print(f"Trained a {len(tokenizer)}-token byte-level BPE on {args.dataset!r}; saved to {path}")

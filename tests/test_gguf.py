@@ -178,3 +178,25 @@ def test_cli_export(trained_tiny_dir, tmp_path, capsys):
     tiny_model(**ARCHITECTURES["gpt2"]).save_pretrained(gpt2_dir)
     assert "position_embedding_type" in cli_user_error(["export", str(gpt2_dir), str(tmp_path / "x.gguf")], capsys)
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_a_prefix_space_tokenizer_is_refused_with_the_way_out(original, tmp_path, capsys):
+    """GGUF's byte-level readers ignore add_space_prefix (checked with transformers' gguf_file= loader), so the
+    first word would be split differently: refused, the weights alone still export."""
+    from hf_tinyllm.tokenization import train_tokenizer
+
+    model, _ = original
+    prefixed = train_tokenizer(["seven minus four equals three."] * 20, vocab_size=300, add_prefix_space=True)
+    with pytest.raises(ValueError, match=r"adds a prefix space.*weights alone"):
+        export_gguf(model, tmp_path / "model.gguf", tokenizer=prefixed)
+    assert not any(tmp_path.iterdir())
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    prefixed.save_pretrained(folder)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["export", str(folder), str(tmp_path / "model.gguf")])
+    assert exit_info.value.code == 2 and "--without_tokenizer" in capsys.readouterr().err
+    cli_main(["export", str(folder), str(tmp_path / "weights.gguf"), "--without_tokenizer"])
+    from gguf import GGUFReader
+
+    assert "tokenizer.ggml.tokens" not in GGUFReader(tmp_path / "weights.gguf").fields  # the weights alone

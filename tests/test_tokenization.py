@@ -148,3 +148,36 @@ def test_train_tokenizer_script_writes_a_folder_auto_tokenizer_loads(tmp_path, c
     assert "Trained a 300-token byte-level BPE" in script_output("scripts/train_tokenizer.py", argv, capsys)
     out = without_package.run(LOAD_ELSEWHERE.format(path=str(tmp_path / "tok")))
     assert out["decoded"] == "the queen walked to the palace 👑" and out["pad"] == "<|pad|>"
+
+
+@pytest.fixture(scope="module")
+def prefixed():
+    return train_tokenizer(CORPUS, vocab_size=320, add_prefix_space=True)
+
+
+def test_prefix_space_makes_a_first_word_the_token_it_is_inside_a_text(tokenizer, prefixed):
+    def pieces(tok, text):
+        return tok.convert_ids_to_tokens(tok.encode(text, add_special_tokens=False))
+
+    assert pieces(tokenizer, "seven minus four") != pieces(tokenizer, " seven minus four")  # the default: it differs
+    assert pieces(prefixed, "seven minus four") == pieces(prefixed, " seven minus four")
+    assert pieces(prefixed, "seven minus four")[0].startswith("Ġ")  # Ġ: the byte-level spelling of a space
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=200).filter(lambda t: not t.startswith(" ")))
+def test_prefix_space_round_trips_a_text_that_does_not_start_with_a_space(prefixed, text):
+    if any(token in text for token in SPECIAL_TOKENS):
+        return
+    assert prefixed.decode(prefixed.encode(text, add_special_tokens=False)) == text
+    assert prefixed.decode(prefixed(text).input_ids, skip_special_tokens=True) == text
+
+
+def test_prefix_space_costs_a_leading_space_and_survives_save_and_load(prefixed, tmp_path):
+    assert prefixed.decode(prefixed.encode(" seven", add_special_tokens=False)) == "seven"  # the documented loss
+    from transformers import AutoTokenizer
+
+    loaded = AutoTokenizer.from_pretrained(save_tokenizer(prefixed, tmp_path / "tok"))
+    text = "seven minus four equals three."
+    assert loaded(text).input_ids == prefixed(text).input_ids
+    assert loaded.decode(loaded(text).input_ids, skip_special_tokens=True) == text

@@ -331,7 +331,9 @@ class Studio:
             yield problem(err)
             return
         room = self.model.config.max_position_embeddings - ids.shape[1]
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        # The prompt is decoded with its continuation, not glued to it: a tokenizer with a prefix space drops the
+        # space before a text decoded on its own, so the continuation alone would lose its first space.
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=False, skip_special_tokens=True)
         options = (
             dict(do_sample=sample, temperature=temperature, top_k=int(top_k), top_p=top_p)
             if sample
@@ -347,7 +349,7 @@ class Studio:
         )
         thread = Thread(target=self.model.generate, kwargs=kwargs)
         thread.start()
-        text = prompt
+        text = ""
         for piece in streamer:
             text += piece
             yield text

@@ -63,6 +63,12 @@ class DataArguments:
     encoding: str = field(default="utf-8", metadata={"help": "Text encoding of txt/json/jsonl/csv files."})
     tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer folder; default: train one on the data."})
     vocab_size: int = field(default=2048, metadata={"help": "Vocabulary of the tokenizer trained when none is given."})
+    tokenizer_add_prefix_space: bool = field(
+        default=False,
+        metadata={
+            "help": "The trained tokenizer encodes a text's first word as inside a sentence (see train_tokenizer)."
+        },
+    )
     block_size: int = field(default=128, metadata={"help": "Tokens per packed training block."})
     document_positions: bool = field(default=True, metadata={"help": "Restart positions (and attention) per document."})
     validation_fraction: float = field(

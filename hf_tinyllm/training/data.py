@@ -90,7 +90,9 @@ def prepare_training_data(
         elif tokenizer_dir.is_dir():  # resumed run: the tokenizer the checkpoints were trained with
             tokenizer = load_tokenizer(tokenizer_dir)
         else:
-            tokenizer = train_tokenizer(train, vocab_size=args.vocab_size)
+            tokenizer = train_tokenizer(
+                train, vocab_size=args.vocab_size, add_prefix_space=args.tokenizer_add_prefix_space
+            )
             save_tokenizer(tokenizer, tokenizer_dir)
 
     def blocks(documents: Dataset) -> Dataset:
