@@ -24,15 +24,14 @@ from typing import Any
 import torch
 from transformers.cache_utils import StaticCache
 from transformers.generation import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
-from transformers.utils import logging
-
-logger = logging.get_logger(__name__)
 
 # Cache lengths are rounded up to a multiple of this, so that prompts of similar lengths share one compiled graph.
 CACHE_LENGTH_MULTIPLE = 64
 
 
-def fast_decode_requested(generation_config: GenerationConfig | None, model_config: GenerationConfig, kwargs: dict):
+def fast_decode_requested(
+    generation_config: GenerationConfig | None, model_config: GenerationConfig, kwargs: dict
+) -> bool:
     """Whether this `generate` call asks for the fast loop (the per-call `fast_decode` kwarg, popped from `kwargs`,
     wins over the generation config's attribute)."""
     requested = kwargs.pop("fast_decode", None)
@@ -51,8 +50,10 @@ def fast_decode_blocker(generation_config: GenerationConfig, kwargs: dict) -> st
         return "return_dict_in_generate"
     if (merged.get("num_return_sequences") or 1) > 1:
         return "num_return_sequences > 1"
-    for name in ("assistant_model", "prompt_lookup_num_tokens", "past_key_values", "inputs_embeds", "custom_generate"):
-        if kwargs.get(name) is not None or (merged.get(name) is not None and name != "custom_generate"):
+    if merged.get("prompt_lookup_num_tokens") is not None:
+        return "prompt lookup decoding"
+    for name in ("assistant_model", "past_key_values", "inputs_embeds", "custom_generate"):
+        if kwargs.get(name) is not None:
             return name
     if kwargs.get("synced_gpus"):
         return "synced_gpus"
