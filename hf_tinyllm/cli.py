@@ -146,8 +146,14 @@ COMMANDS = {
 @entry_point
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--version"]:
+        from . import __version__
+
+        print(f"hf_tinyllm {__version__}")
+        return
     if not argv or argv[0] not in COMMANDS:
-        print(f"usage: tinyllm {{{','.join(COMMANDS)}}} ...  (tinyllm COMMAND --help for its options)", file=sys.stderr)
+        print(f"usage: tinyllm {{{','.join(COMMANDS)}}} ...  (tinyllm COMMAND --help for its options; tinyllm "
+              "--version)", file=sys.stderr)  # fmt: skip
         sys.exit(USAGE_ERROR_STATUS)
     COMMANDS[argv[0]](argv[1:])
 

@@ -8,7 +8,9 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import AutoConfig, PretrainedConfig
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "tinyllm.md"
+from .resources import MODEL_CARD_TEMPLATE, resource_path
+
+TEMPLATE = resource_path(*MODEL_CARD_TEMPLATE)  # model_cards/tinyllm.md, shipped in the package
 SUMMARY_FILE = "training_summary.json"
 LOSS_CURVE_FILE = "loss_curve.png"
 LEARNING_CURVES_FILE = "learning_curves.png"

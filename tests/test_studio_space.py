@@ -81,8 +81,11 @@ def test_the_bundled_package_is_the_installed_one_without_caches():
     import hf_tinyllm
 
     root = Path(hf_tinyllm.__file__).parent
-    on_disk = {f"hf_tinyllm/{p.relative_to(root).as_posix()}": p.read_bytes() for p in root.rglob("*")
-               if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}  # fmt: skip
+    walked = [
+        Path(folder, name) for folder, _, names in os.walk(root, followlinks=True) for name in names
+    ]  # _data links
+    on_disk = {f"hf_tinyllm/{p.relative_to(root).as_posix()}": p.read_bytes() for p in walked
+               if "__pycache__" not in p.parts and p.suffix != ".pyc"}  # fmt: skip
     bundled = package_files()
     assert bundled == on_disk
     assert {"hf_tinyllm/__init__.py", "hf_tinyllm/studio/app.py", "hf_tinyllm/studio/space.py"} <= bundled.keys()
