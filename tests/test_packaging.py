@@ -1,11 +1,12 @@
-"""What an installed hf_tinyllm reads at run time travels in its wheel: the model-card template, the run recipes and
-the accelerate configs (hf_tinyllm/resources.py), read from the installed package, not from a checkout."""
+"""What an installed hf_tinyllm reads at run time travels in its sdist and wheel: the model-card template, the run
+recipes and the accelerate configs (hf_tinyllm/resources.py), read from the installed package, not from a checkout."""
 
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 
 from conftest import REPO_ROOT
@@ -45,10 +46,21 @@ def repository_copy(destination):
     return destination
 
 
-def test_the_wheel_carries_the_data_files_and_the_installed_package_reads_them(tmp_path):
+def test_the_sdist_and_the_wheel_carry_the_data_files_and_the_installed_package_reads_them(tmp_path):
+    """`python -m build` (offline: --no-isolation) makes the sdist, then the wheel from the unpacked sdist, as an
+    index user's pip would; `twine check` passes on both."""
     source = repository_copy(tmp_path / "checkout")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "dist"), str(source)], check=True, capture_output=True)  # fmt: skip
+    subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(tmp_path / "dist"), str(source)],
+                   check=True, capture_output=True)  # fmt: skip
+    (sdist,) = (tmp_path / "dist").glob("hf_tinyllm-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        root = archive.getnames()[0].split("/")[0]
+        members = {name.removeprefix(root + "/") for name in archive.getnames()}
+    assert members >= DATA_FILES | {"README.md", "setup.cfg", "pyproject.toml"}, sorted(DATA_FILES - members)
+    artifacts = [str(path) for path in (tmp_path / "dist").iterdir()]
+    checked = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *artifacts], capture_output=True,
+                             text=True)  # fmt: skip
+    assert checked.returncode == 0 and checked.stdout.count("PASSED") == 2, checked.stdout + checked.stderr
     (wheel,) = (tmp_path / "dist").glob("hf_tinyllm-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
