@@ -1,6 +1,7 @@
 """The `tinyllm` command: `tinyllm push FOLDER REPO_ID [...]`, `tinyllm demo`, `tinyllm train ...`,
-`tinyllm explain TOPIC MODEL [...]`, `tinyllm studio [MODEL]`, `tinyllm export FOLDER OUTPUT.gguf`,
-`tinyllm lm-eval-task OUT_DIR [...]`."""
+`tinyllm train-trainer ...`, `tinyllm tokenizer ...`, `tinyllm generate-tinyworld ...`, `tinyllm convert ...` (the
+jobs of scripts/, hf_tinyllm.commands), `tinyllm explain TOPIC MODEL [...]`, `tinyllm studio [MODEL]`,
+`tinyllm export FOLDER OUTPUT.gguf`, `tinyllm lm-eval-task OUT_DIR [...]`, `tinyllm --version`."""
 
 import argparse
 import sys
@@ -132,10 +133,25 @@ def _lm_eval_task(argv: list[str]) -> None:
     print(shlex.join(lm_eval_command(path, args.model)))
 
 
+def _script_job(name: str):
+    """A job of scripts/ (hf_tinyllm.commands.<name>) as a subcommand."""
+
+    def run(argv: list[str]) -> None:
+        from . import commands
+
+        getattr(commands, name)(argv)
+
+    return run
+
+
 COMMANDS = {
     "push": _push,
     "demo": _demo,
     "train": _train,
+    "train-trainer": _script_job("train_trainer"),
+    "tokenizer": _script_job("tokenizer"),
+    "generate-tinyworld": _script_job("generate_tinyworld"),
+    "convert": _script_job("convert"),
     "explain": _explain,
     "studio": _studio,
     "export": _export,

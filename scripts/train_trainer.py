@@ -6,21 +6,10 @@
         --tinyworld_weights '{"arithmetic": 1}' --lora_r 8 --output_dir outputs/arith-lora --max_steps 200
 """
 
-import json
-
-from transformers import HfArgumentParser, TrainingArguments
-
+from hf_tinyllm.commands import train_trainer
 from hf_tinyllm.errors import entry_point
-from hf_tinyllm.training import DataArguments, ModelArguments, ProbeArguments
-from hf_tinyllm.training.trainer import LoraArguments, run_trainer
 
-
-@entry_point
-def main() -> None:
-    parser = HfArgumentParser((ModelArguments, DataArguments, LoraArguments, TrainingArguments, ProbeArguments))
-    metrics = run_trainer(*parser.parse_args_into_dataclasses())
-    print(json.dumps(metrics, indent=2, default=str))
-
+main = entry_point(train_trainer)  # the job lives in the package: `tinyllm train-trainer` runs it too
 
 if __name__ == "__main__":
     main()
