@@ -1,7 +1,7 @@
-"""The `tinyllm` command: `tinyllm push FOLDER REPO_ID [...]`, `tinyllm demo`, `tinyllm train ...`,
-`tinyllm train-trainer ...`, `tinyllm tokenizer ...`, `tinyllm generate-tinyworld ...`, `tinyllm convert ...` (the
-jobs of scripts/, hf_tinyllm.commands), `tinyllm explain TOPIC MODEL [...]`, `tinyllm studio [MODEL]`,
-`tinyllm export FOLDER OUTPUT.gguf`, `tinyllm lm-eval-task OUT_DIR [...]`, `tinyllm --version`."""
+"""The `tinyllm` command: `tinyllm push FOLDER REPO_ID [...]`, `tinyllm demo`, `tinyllm train ...`, and the other
+jobs of scripts/ (hf_tinyllm.commands): `tinyllm train-trainer ...`, `tinyllm train-sft ...`, `tinyllm tokenizer ...`,
+`tinyllm generate-tinyworld ...`, `tinyllm convert ...`; `tinyllm explain TOPIC MODEL [...]`, `tinyllm studio
+[MODEL]`, `tinyllm export FOLDER OUTPUT.gguf`, `tinyllm lm-eval-task OUT_DIR [...]`, `tinyllm --version`."""
 
 import argparse
 import sys
@@ -149,6 +149,7 @@ COMMANDS = {
     "demo": _demo,
     "train": _train,
     "train-trainer": _script_job("train_trainer"),
+    "train-sft": _script_job("train_sft"),
     "tokenizer": _script_job("tokenizer"),
     "generate-tinyworld": _script_job("generate_tinyworld"),
     "convert": _script_job("convert"),

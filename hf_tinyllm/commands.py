@@ -1,7 +1,7 @@
 """The jobs of the repository's scripts as functions of their command-line arguments, so that an installed package
-runs them as `tinyllm` subcommands (tinyllm convert, tinyllm tokenizer, tinyllm generate-tinyworld,
-tinyllm train-trainer) and `scripts/*.py` stay thin wrappers of the same functions. Each takes the argument list
-(default: `sys.argv[1:]`) that its script takes, and prints what its script prints.
+runs them as `tinyllm` subcommands (convert, tokenizer, generate-tinyworld, train-trainer, train-sft) and
+`scripts/*.py` stay thin wrappers of the same functions. Each takes the argument list (default: `sys.argv[1:]`) that
+its script takes, and prints what its script prints.
 """
 
 import json
@@ -105,4 +105,11 @@ def train_trainer(argv: list[str] | None = None) -> None:
     print(json.dumps(metrics, indent=2, default=str))
 
 
-__all__ = ["convert", "generate_tinyworld", "tokenizer", "train_trainer"]
+def train_sft(argv: list[str] | None = None) -> None:
+    """Supervised fine-tuning of a saved TinyLLM with TRL on TinyWorld questions and answers (the `sft` extra)."""
+    from .training.sft import parse_sft_arguments, run_sft
+
+    print(json.dumps(run_sft(*parse_sft_arguments(argv)), indent=2))
+
+
+__all__ = ["convert", "generate_tinyworld", "tokenizer", "train_sft", "train_trainer"]

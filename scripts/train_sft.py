@@ -4,16 +4,10 @@ prints the held-out arithmetic exact match before and after (all `trl.SFTConfig`
     python scripts/train_sft.py --model outputs/demo/model --output_dir outputs/sft --max_steps 600
 """
 
-import json
-
+from hf_tinyllm.commands import train_sft
 from hf_tinyllm.errors import entry_point
-from hf_tinyllm.training.sft import parse_sft_arguments, run_sft
 
-
-@entry_point
-def main() -> None:
-    print(json.dumps(run_sft(*parse_sft_arguments()), indent=2))
-
+main = entry_point(train_sft)  # the job lives in the package: `tinyllm train-sft` runs it too
 
 if __name__ == "__main__":
     main()

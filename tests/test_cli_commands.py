@@ -62,4 +62,11 @@ def test_an_unknown_subcommand_lists_them_all(capsys):
         main(["nope"])
     assert exit_info.value.code == 2
     usage = capsys.readouterr().err
-    assert all(name in usage for name in ("train-trainer", "tokenizer", "generate-tinyworld", "convert"))
+    assert all(name in usage for name in ("train-trainer", "train-sft", "tokenizer", "generate-tinyworld", "convert"))
+
+
+def test_train_sft_subcommand_is_the_sft_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train-sft", "--help"])
+    assert exit_info.value.code == 0
+    assert "--model" in capsys.readouterr().out  # the saved model to fine-tune: SFTArguments, not another parser
