@@ -88,11 +88,6 @@ def make_generate(model, prompt, new_tokens: int, cache: str) -> Callable[[], to
     return lambda: model.generate(prompt, attention_mask=torch.ones_like(prompt), **kwargs)
 
 
-def warm_up(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds of the first call (compilation included)."""
-    return timed(fn, device)
-
-
 def alternate(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device, warmup: int = 1) -> dict:
     """Seconds of each function per repeat, run in alternating order so that load drift hits both sides alike."""
     for fn in fns.values():
@@ -181,7 +176,7 @@ def run(args: BenchArguments) -> list[dict]:
         compiled = torch.compile(models["tinyllm"], backend=args.compile_backend)
         steps["tinyllm"] = make_train_step(compiled, batch, autocast)
         train_fns["tinyllm"] = lambda s=steps["tinyllm"]: [s() for _ in range(args.train_steps)]
-        warmup = warm_up(steps["tinyllm"], device)
+        warmup = timed(steps["tinyllm"], device)  # the first call: compilation included
         seconds = alternate(train_fns, args.repeats, device)
         rows += summarise("train compiled", seconds, tokens, flops_per_token, peak, warmup_s=warmup)
     del steps, train_fns
@@ -199,14 +194,14 @@ def run(args: BenchArguments) -> list[dict]:
             fns = {name: make_generate(m, prompt, args.new_tokens, cache) for name, m in models.items()}
             if cache == "fast_decode":  # against the peer's regular generate
                 fns["llama"] = make_generate(models["llama"], prompt, args.new_tokens, "dynamic")
-            warmup = warm_up(fns["tinyllm"], device)
+            warmup = timed(fns["tinyllm"], device) if cache == "fast_decode" else None  # compiles the decode step
             outputs = {name: fn() for name, fn in fns.items()}
             if not torch.equal(outputs["tinyllm"], outputs["llama"]):
                 raise RuntimeError(f"TinyLLM and Llama generated different tokens (batch {gen_batch}, {cache})")
             seconds = alternate(fns, args.repeats, device, warmup=0)
             rows += summarise(
                 f"generate b={gen_batch} {cache}", seconds, gen_batch * args.new_tokens, None, peak,
-                warmup_s=warmup if cache == "fast_decode" else None,
+                warmup_s=warmup,
                 step_bytes=weight_bytes, steps=args.new_tokens,
             )  # fmt: skip
     if device.type == "cuda":

@@ -14,11 +14,11 @@ from transformers.utils import logging as hf_logging
 from .data.tinyworld import TinyWorld
 from .insight.learning import probe_records
 from .model_card import TRAINING_LOG_FILE, TRAINING_RECORDS
-from .resources import DEMO_RECIPE, resource_path
+from .resources import resource_path
 from .training import parse_train_arguments, train
 from .training.data import tinyworld_config
 
-RECIPE = resource_path(*DEMO_RECIPE)  # configs/runs/demo.yaml, shipped in the package
+RECIPE = resource_path("configs", "runs", "demo.yaml")  # shipped in the package (hf_tinyllm/_data)
 PROMPTS = ("two plus three equals", "seven times six equals", "the capital of france is", "the queen", "the king")
 
 

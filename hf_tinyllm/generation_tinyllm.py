@@ -19,6 +19,7 @@ from the same processed distribution. What the fast loop does not implement (bea
 Self-contained (torch + transformers): `save_pretrained` ships this file with `modeling_tinyllm.py`.
 """
 
+import functools
 from typing import Any
 
 import torch
@@ -74,14 +75,12 @@ def _decode_step(model, input_ids, position_ids, attention_mask, cache) -> torch
     return logits[:, -1].float()
 
 
-def compiled_decode_step(model):
-    """The model's decode step under `torch.compile(fullgraph=True)`, built once per model and kept on it.
+@functools.cache
+def compiled_decode_step():
+    """The decode step under `torch.compile(fullgraph=True)`, built on first use (not at import). One wrapper serves
+    every model: dynamo keys its graphs on the function's code, guarding on the model and the shapes.
     `dynamic=False`: each (batch size, cache length) gets its own static graph, the fastest for a decode step."""
-    step = model.__dict__.get("_fast_decode_step")
-    if step is None:
-        step = torch.compile(_decode_step, fullgraph=True, dynamic=False)
-        model.__dict__["_fast_decode_step"] = step
-    return step
+    return torch.compile(_decode_step, fullgraph=True, dynamic=False)
 
 
 def static_cache_for(model, batch_size: int, needed_len: int, dtype: torch.dtype, device: torch.device) -> StaticCache:
@@ -148,7 +147,7 @@ def static_compiled_decode(
         .logits[:, -1]
         .to(copy=True, dtype=torch.float32)
     )
-    step = compiled_decode_step(model)
+    step = compiled_decode_step()
     next_position = position_ids[:, -1:] + 1
 
     pad_token_id = generation_config._pad_token_tensor

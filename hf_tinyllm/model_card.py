@@ -8,9 +8,9 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import AutoConfig, PretrainedConfig
 
-from .resources import MODEL_CARD_TEMPLATE, resource_path
+from .resources import resource_path
 
-TEMPLATE = resource_path(*MODEL_CARD_TEMPLATE)  # model_cards/tinyllm.md, shipped in the package
+TEMPLATE = resource_path("model_cards", "tinyllm.md")  # shipped in the package (hf_tinyllm/_data)
 SUMMARY_FILE = "training_summary.json"
 LOSS_CURVE_FILE = "loss_curve.png"
 LEARNING_CURVES_FILE = "learning_curves.png"

@@ -20,7 +20,3 @@ def resource_path(*parts: str) -> Path:
             "reinstall it from a wheel or sdist built by `python -m build`, or `pip install -e .` in a checkout."
         )
     return path
-
-
-MODEL_CARD_TEMPLATE = ("model_cards", "tinyllm.md")
-DEMO_RECIPE = ("configs", "runs", "demo.yaml")
