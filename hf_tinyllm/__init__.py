@@ -10,6 +10,7 @@ import transformers
 from transformers import AutoConfig
 
 from . import modeling_tinyllm
+from .configuration_tinyllm import TINYLLM_CODE_VERSION as __version__
 from .configuration_tinyllm import TinyLLMConfig
 from .modeling_tinyllm import (
     TinyLLMForCausalLM,
@@ -19,8 +20,6 @@ from .modeling_tinyllm import (
     TinyLLMModel,
     TinyLLMPreTrainedModel,
 )
-
-__version__ = "0.1.0"
 
 AutoConfig.register(TinyLLMConfig.model_type, TinyLLMConfig, exist_ok=True)
 TinyLLMConfig.register_for_auto_class("AutoConfig")

@@ -1,7 +1,8 @@
 """The `tinyllm` command: `tinyllm push FOLDER REPO_ID [...]`, `tinyllm demo`, `tinyllm train ...`, and the other
 jobs of scripts/ (hf_tinyllm.commands): `tinyllm train-trainer ...`, `tinyllm train-sft ...`, `tinyllm tokenizer ...`,
-`tinyllm generate-tinyworld ...`, `tinyllm convert ...`; `tinyllm explain TOPIC MODEL [...]`, `tinyllm studio
-[MODEL]`, `tinyllm export FOLDER OUTPUT.gguf`, `tinyllm lm-eval-task OUT_DIR [...]`, `tinyllm --version`."""
+`tinyllm generate-tinyworld ...`, `tinyllm convert ...`; `tinyllm refresh-code MODEL`; `tinyllm explain TOPIC MODEL
+[...]`, `tinyllm studio [MODEL]`, `tinyllm export FOLDER OUTPUT.gguf`, `tinyllm lm-eval-task OUT_DIR [...]`,
+`tinyllm --version`."""
 
 import argparse
 import sys
@@ -35,6 +36,24 @@ def _push(argv: list[str]) -> None:
         space_url = push_space(args.repo_id, args.space_id, private=args.private, token=args.token,
                                license=args.license)  # fmt: skip
         print(f"Pushed its studio to the Space {space_url}")
+
+
+def _refresh_code(argv: list[str]) -> None:
+    from .remote_code import refresh
+
+    parser = argparse.ArgumentParser(
+        prog="tinyllm refresh-code",
+        description="Rewrite the model code (configuration/modeling/generation_tinyllm.py) a saved folder or Hub "
+        "repository carries with this release's, and record the release in config.json.",
+    )
+    parser.add_argument("model", help="A saved TinyLLM folder, or a Hub repository id (user/name).")
+    parser.add_argument("--revision", help="Hub branch to refresh (default: main).")
+    parser.add_argument("--create_pr", action="store_true", help="Open a pull request instead of committing.")
+    parser.add_argument("--commit_message", help="Commit message on the Hub.")
+    parser.add_argument("--token", help="Hub token (default: HF_TOKEN or the stored login).")
+    args = parser.parse_args(argv)
+    print(refresh(args.model, revision=args.revision, token=args.token, create_pr=args.create_pr,
+                  commit_message=args.commit_message))  # fmt: skip
 
 
 def _demo(argv: list[str]) -> None:
@@ -146,6 +165,7 @@ def _script_job(name: str):
 
 COMMANDS = {
     "push": _push,
+    "refresh-code": _refresh_code,
     "demo": _demo,
     "train": _train,
     "train-trainer": _script_job("train_trainer"),
@@ -169,9 +189,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"hf_tinyllm {__version__}")
         return
     if not argv or argv[0] not in COMMANDS:
+        asked = argv[:1] in (["--help"], ["-h"])
         print(f"usage: tinyllm {{{','.join(COMMANDS)}}} ...  (tinyllm COMMAND --help for its options; tinyllm "
-              "--version)", file=sys.stderr)  # fmt: skip
-        sys.exit(USAGE_ERROR_STATUS)
+              "--version)", file=sys.stdout if asked else sys.stderr)  # fmt: skip
+        sys.exit(0 if asked else USAGE_ERROR_STATUS)
     COMMANDS[argv[0]](argv[1:])
 
 

@@ -3,8 +3,14 @@
 Self-contained (transformers only) because it is copied next to the weights and runs as remote code.
 """
 
-from transformers import PretrainedConfig
+from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
+
+# The hf_tinyllm release this file belongs to (the package's `__version__`). Saved folders record it in config.json
+# as `tinyllm_code_version`, so `tinyllm refresh-code` can tell which code a folder or Hub repository carries.
+TINYLLM_CODE_VERSION = "0.2.0"
+# The oldest and newest transformers releases this code is tested on (CI: constraints/, README "Tested versions").
+TESTED_TRANSFORMERS = ("5.23.0", "5.25.0")
 
 POSITION_EMBEDDING_TYPES = ("rope", "learned")
 NORM_TYPES = ("rmsnorm", "layernorm")
@@ -31,7 +37,7 @@ def default_intermediate_size(hidden_size: int, mlp_type: str, multiple_of: int 
     return multiple_of * ((width + multiple_of - 1) // multiple_of)
 
 
-class TinyLLMConfig(PretrainedConfig):
+class TinyLLMConfig(PreTrainedConfig):
     r"""Configuration of a TinyLLM decoder.
 
     The defaults describe a Llama-family model (RoPE, RMSNorm, SwiGLU, no biases, tied embeddings); the switches cover
@@ -69,7 +75,9 @@ class TinyLLMConfig(PretrainedConfig):
     """
 
     model_type = "tinyllm"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    # Output keys the Trainer's evaluation leaves out of the predictions: the KV cache, under its name before and
+    # after transformers 5.24.
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]
     # Tensor parallelism (`from_pretrained(..., tp_plan="auto")` under torchrun), as Llama declares it: q/k/v and the
     # MLP's input projections split by output columns (whole heads per rank), o_proj and down_proj by input rows,
     # followed by an all-reduce. `gate_proj` exists only in the gated MLP; a plan entry without a module is unused.
@@ -169,7 +177,15 @@ class TinyLLMConfig(PretrainedConfig):
                 "rope_parameters applies only to position_embedding_type='rope'; remove it for learned positions."
             )
         self.validate_architecture()
+        kwargs.pop("tinyllm_code_version", None)  # what wrote a loaded config; to_dict writes this file's own
         super().__init__(**kwargs)
+
+    def to_dict(self) -> dict:
+        """transformers' dict of the config, plus the hf_tinyllm release whose code wrote it (`tinyllm_code_version`,
+        beside transformers' own `transformers_version`)."""
+        output = super().to_dict()
+        output["tinyllm_code_version"] = TINYLLM_CODE_VERSION
+        return output
 
     @property
     def rope_theta(self) -> float:

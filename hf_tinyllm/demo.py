@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
 from .data.tinyworld import TinyWorld
 from .insight.learning import probe_records
 from .model_card import TRAINING_LOG_FILE, TRAINING_RECORDS
 from .resources import resource_path
+from .tokenization import load_tokenizer
 from .training import parse_train_arguments, train
 from .training.data import tinyworld_config
 
@@ -66,9 +67,10 @@ def run_demo(args: DemoArguments) -> dict:
         f"{result['wall_time_s']:.0f} s."
     )
     print(
-        f"   validation: {metrics['bits_per_byte']:.4f} bits per byte vs floor {metrics['floor_bits_per_byte']:.4f} "
-        f"({metrics['gap_to_floor']:+.1%}); perplexity {metrics['perplexity']:.3f}; next-token accuracy "
-        f"{metrics['next_token_accuracy']:.1%}"
+        f"   validation: {metrics['bits_per_byte']:.4f} bits per byte vs {metrics['source_bits_per_byte']:.4f} for the "
+        f"true distribution on the same documents ({metrics['gap_to_source']:+.1%}; the corpus floor, its expectation "
+        f"over all TinyWorld text, is {metrics['floor_bits_per_byte']:.4f}); perplexity {metrics['perplexity']:.3f}; "
+        f"next-token accuracy {metrics['next_token_accuracy']:.1%}"
     )
     print(
         f"   held-out arithmetic exact match: {metrics['arithmetic_exact_match']:.1%} (problems never seen in training)"
@@ -84,7 +86,7 @@ def run_demo(args: DemoArguments) -> dict:
         for line in story:
             print(f"     {line}")
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(model_dir)
     print(f"4. Saved to {model_dir}; reloaded with AutoModelForCausalLM.from_pretrained -> {type(model).__name__}:")
     batch = tokenizer(list(PROMPTS), return_tensors="pt", padding=True, padding_side="left")
     with torch.no_grad():

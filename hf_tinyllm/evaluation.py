@@ -197,8 +197,10 @@ def evaluate_model(
 
     Returns `loss`, `perplexity`, `bits_per_byte`, `next_token_accuracy`, token and byte counts, and:
     - when the documents carry TinyWorld's exact `nll_bits`: `source_bits_per_byte` (the true distribution's code
-      length on these very documents) and `gap_bits_per_byte` = model - source (>= 0 up to sampling noise);
-    - `floor_bits_per_byte` and `gap_to_floor` (relative) when the corpus floor is given;
+      length on these very documents: the floor to compare with), `gap_bits_per_byte` = model - source and
+      `gap_to_source` (relative), >= 0 up to sampling noise;
+    - `floor_bits_per_byte` and `gap_to_floor` (relative) when the corpus floor is given: the true distribution's
+      expected code length over all of the corpus, which a finite sample of documents may sit either side of;
     - `arithmetic_exact_match` (+ examples) when held-out problems are given.
     """
     rows = list(itertools.islice(dataset, max_documents))
@@ -225,6 +227,7 @@ def evaluate_model(
     if "nll_bits" in rows[0]:
         result["source_bits_per_byte"] = math.fsum(r["nll_bits"] for r in rows) / sum(num_bytes)
         result["gap_bits_per_byte"] = result["bits_per_byte"] - result["source_bits_per_byte"]
+        result["gap_to_source"] = result["bits_per_byte"] / result["source_bits_per_byte"] - 1
     if floor_bits_per_byte is not None:
         result["floor_bits_per_byte"] = floor_bits_per_byte
         result["gap_to_floor"] = result["bits_per_byte"] / floor_bits_per_byte - 1

@@ -23,8 +23,7 @@ import functools
 from typing import Any
 
 import torch
-from transformers.cache_utils import StaticCache
-from transformers.generation import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+from transformers import GenerationConfig, LogitsProcessorList, StaticCache, StoppingCriteriaList
 
 # Cache lengths are rounded up to a multiple of this, so that prompts of similar lengths share one compiled graph.
 CACHE_LENGTH_MULTIPLE = 64
@@ -53,7 +52,7 @@ def fast_decode_blocker(generation_config: GenerationConfig, kwargs: dict) -> st
         return "num_return_sequences > 1"
     if merged.get("prompt_lookup_num_tokens") is not None:
         return "prompt lookup decoding"
-    for name in ("assistant_model", "past_key_values", "inputs_embeds", "custom_generate"):
+    for name in ("assistant_model", "cache", "past_key_values", "inputs_embeds", "custom_generate"):
         if kwargs.get(name) is not None:
             return name
     if kwargs.get("synced_gpus"):
@@ -69,7 +68,7 @@ def _decode_step(model, input_ids, position_ids, attention_mask, cache) -> torch
         input_ids=input_ids,
         position_ids=position_ids,
         attention_mask=attention_mask,
-        past_key_values=cache,
+        cache=cache,
         use_cache=True,
     ).logits
     return logits[:, -1].float()
@@ -140,7 +139,7 @@ def static_compiled_decode(
             input_ids=input_ids,
             position_ids=position_ids,
             attention_mask=attention_mask,
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
             logits_to_keep=1,
         )

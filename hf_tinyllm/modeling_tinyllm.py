@@ -6,35 +6,89 @@ transformers, relative imports only) because `save_pretrained` copies this file 
 `from_pretrained(..., trust_remote_code=True)` runs it without the hf_tinyllm package.
 """
 
+import inspect
 import math
 from collections.abc import Callable
 
 import torch
+import transformers
 from torch import nn
-from transformers import AutoModel
-from transformers import initialization as init
-from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache, DynamicCache
-from transformers.generation import GenerationMixin
-from transformers.masking_utils import create_causal_mask
-from transformers.modeling_layers import (
-    GenericForQuestionAnswering,
-    GenericForSequenceClassification,
-    GenericForTokenClassification,
-    GradientCheckpointingLayer,
-)
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
-from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs, can_return_tuple, logging
-from transformers.utils.generic import merge_with_config_defaults
-from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_tinyllm import TinyLLMConfig
+from .configuration_tinyllm import TESTED_TRANSFORMERS, TINYLLM_CODE_VERSION, TinyLLMConfig
+
+# Everything this file takes from transformers below its top-level API: tests/test_transformers_internals.py checks
+# each name and signature on the installed release and names the one that moved.
+try:
+    from transformers import (
+        AutoModel,
+        Cache,
+        DynamicCache,
+        GenerationMixin,
+        GradientCheckpointingLayer,
+        PreTrainedModel,
+    )
+    from transformers import initialization as init
+    from transformers.activations import ACT2FN
+    from transformers.masking_utils import create_causal_mask
+    from transformers.modeling_layers import (
+        GenericForQuestionAnswering,
+        GenericForSequenceClassification,
+        GenericForTokenClassification,
+    )
+    from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
+    from transformers.processing_utils import Unpack
+    from transformers.utils import TransformersKwargs, can_return_tuple, logging
+    from transformers.utils.generic import merge_with_config_defaults
+    from transformers.utils.output_capturing import capture_outputs
+except ImportError as error:
+    raise ImportError(
+        f"TinyLLM's model code (hf_tinyllm {TINYLLM_CODE_VERSION}, tested on transformers "
+        f"{' to '.join(TESTED_TRANSFORMERS)}) cannot run on transformers {transformers.__version__}: {error}. "
+        f"Install a tested release (pip install 'transformers=={TESTED_TRANSFORMERS[-1]}'), or refresh the model's "
+        "code with a newer hf_tinyllm: pip install -U hf_tinyllm && tinyllm refresh-code MODEL_FOLDER_OR_REPO."
+    ) from error
+
 from .generation_tinyllm import fast_decode_blocker, fast_decode_requested, static_compiled_decode
 
 logger = logging.get_logger(__name__)
+
+# transformers 5.24 renamed the KV cache from `past_key_values` to `cache`: in the model outputs, in what `generate`
+# passes to `forward` and in `create_causal_mask`. Each name is read off the installed release, not its version.
+CACHE_OUTPUT_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+MASK_CACHE_ARGUMENT = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+
+
+def unsupported_transformers(reason: str) -> str:
+    """The message for a transformers release this code cannot serve: what, which versions it knows, the fix."""
+    return (
+        f"TinyLLM's model code (hf_tinyllm {TINYLLM_CODE_VERSION}, tested on transformers "
+        f"{' to '.join(TESTED_TRANSFORMERS)}) cannot serve transformers {transformers.__version__}: {reason}. "
+        f"Install a tested release (pip install 'transformers=={TESTED_TRANSFORMERS[-1]}'), or refresh the model's "
+        "code with a newer hf_tinyllm: pip install -U hf_tinyllm && tinyllm refresh-code MODEL_FOLDER_OR_REPO."
+    )
+
+
+def resolve_cache(cache: Cache | None, past_key_values: Cache | None, kwargs: dict) -> Cache | None:
+    """The KV cache a forward was given, as `cache` (transformers 5.24 on) or `past_key_values` (earlier releases).
+
+    A cache under any other name means transformers passes it in a way this code does not know; running on would
+    ignore it and generate fluent wrong text, so it stops instead.
+    """
+    if cache is not None and past_key_values is not None:
+        raise ValueError(
+            "Pass the KV cache once: as `cache` (or `past_key_values`, its name before transformers 5.24)."
+        )
+    stray = next((name for name, value in kwargs.items() if isinstance(value, Cache)), None)
+    if stray is not None:
+        raise TypeError(unsupported_transformers(f"generate passes the KV cache as `{stray}`, a name this code lacks"))
+    return cache if cache is not None else past_key_values
+
+
+def output_cache(outputs: BaseModelOutputWithPast) -> Cache | None:
+    """The KV cache a model output carries, whatever the installed transformers calls the field."""
+    return getattr(outputs, CACHE_OUTPUT_NAME)
 
 
 class TinyLLMRMSNorm(nn.Module):
@@ -207,7 +261,7 @@ class TinyLLMAttention(nn.Module):
         hidden_states: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]
@@ -220,8 +274,8 @@ class TinyLLMAttention(nn.Module):
             cos, sin = position_embeddings
             query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
 
-        if past_key_values is not None:
-            key_states, value_states = past_key_values.update(key_states, value_states, self.layer_idx)
+        if cache is not None:
+            key_states, value_states = cache.update(key_states, value_states, self.layer_idx)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -257,7 +311,7 @@ class TinyLLMDecoderLayer(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         use_cache: bool | None = False,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         **kwargs: Unpack[TransformersKwargs],
@@ -267,7 +321,7 @@ class TinyLLMDecoderLayer(GradientCheckpointingLayer):
             hidden_states=self.input_layernorm(hidden_states),
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             use_cache=use_cache,
             position_embeddings=position_embeddings,
             **kwargs,
@@ -283,7 +337,7 @@ class TinyLLMPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["TinyLLMDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = [CACHE_OUTPUT_NAME]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -377,17 +431,21 @@ class TinyLLMModel(TinyLLMPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPast:
+        cache = resolve_cache(cache, past_key_values, kwargs)
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            cache = None  # a checkpointed layer runs twice and would write its keys and values twice
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # (B, T, C)
         if position_ids is None:
-            past_seen_tokens = past_key_values.get_seq_length() if past_key_values is not None else 0
+            past_seen_tokens = cache.get_seq_length() if cache is not None else 0
             position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen_tokens
             position_ids = position_ids.unsqueeze(0)  # (1, T)
 
@@ -398,11 +456,11 @@ class TinyLLMModel(TinyLLMPreTrainedModel):
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
             position_ids=position_ids,
+            **{MASK_CACHE_ARGUMENT: cache},
         )
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
 
         hidden_states = inputs_embeds
         position_embeddings = None
@@ -418,12 +476,12 @@ class TinyLLMModel(TinyLLMPreTrainedModel):
                 attention_mask=causal_mask,
                 position_embeddings=position_embeddings,
                 position_ids=position_ids,
-                past_key_values=past_key_values,
+                cache=cache,
                 use_cache=use_cache,
                 **kwargs,
             )
 
-        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), past_key_values=past_key_values)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), **{CACHE_OUTPUT_NAME: cache})
 
 
 class TinyLLMForCausalLM(TinyLLMPreTrainedModel, GenerationMixin):
@@ -446,18 +504,19 @@ class TinyLLMForCausalLM(TinyLLMPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutputWithPast:
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=resolve_cache(cache, past_key_values, kwargs),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -473,9 +532,9 @@ class TinyLLMForCausalLM(TinyLLMPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            **{CACHE_OUTPUT_NAME: output_cache(outputs)},
         )
 
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):

@@ -11,9 +11,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
+from transformers import PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
 
 from .atomic import atomic_directory
+from .errors import UserError
 
 PAD_TOKEN = "<|pad|>"
 BOS_TOKEN = "<|bos|>"
@@ -127,8 +128,39 @@ def write_tokenizer_files(tokenizer: PreTrainedTokenizerFast, folder: str | Path
     config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class TokenizerLoadError(UserError, ValueError):
+    """A tokenizer that cannot be loaded, naming the folder, the missing file and the fix."""
+
+
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
-    return AutoTokenizer.from_pretrained(path)
+    """The tokenizer of a local folder or Hub repository (its `tokenizer.json`).
+
+    Loaded as `PreTrainedTokenizerFast`, not through `AutoTokenizer`: transformers' `AutoTokenizer` reads the
+    folder's `config.json` first, and a TinyLLM config's `auto_map` makes it ask to run the model's remote code (or,
+    answered no, warn about an unknown model type), although a tokenizer needs none.
+    """
+    folder = Path(path)
+    if folder.is_dir() and not (folder / TOKENIZER_FILE).is_file():
+        raise TokenizerLoadError(
+            f"{folder} holds no tokenizer ({TOKENIZER_FILE} is missing): pass the folder `tinyllm tokenizer` wrote, or "
+            "a model folder saved with its tokenizer (a training run's model folder holds one)."
+        )
+    if not folder.exists() and str(path).count("/") != 1:
+        raise TokenizerLoadError(
+            f"{path} is neither a folder nor a Hub repository id (user/name): pass a tokenizer folder, e.g. the "
+            "one `tinyllm tokenizer --output_dir DIR` wrote."
+        )
+    try:
+        return PreTrainedTokenizerFast.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as err:
+        first_line = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise TokenizerLoadError(
+            f"cannot load a tokenizer from {path} ({first_line.strip()}): pass a folder or repository with a "
+            f"{TOKENIZER_FILE} written by `tinyllm tokenizer` or saved beside a model."
+        ) from err
 
 
 def special_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
@@ -149,9 +181,9 @@ def model_overrides_for(tokenizer: PreTrainedTokenizerFast, pad_to_multiple_of: 
     return {"vocab_size": vocab, **special_token_ids(tokenizer)}
 
 
-def match_model_to_tokenizer(model: PreTrainedModel | PretrainedConfig, tokenizer: PreTrainedTokenizerFast) -> None:
+def match_model_to_tokenizer(model: PreTrainedModel | PreTrainedConfig, tokenizer: PreTrainedTokenizerFast) -> None:
     """Mirror the tokenizer's special-token ids into a model's config and generation config (in place)."""
-    config = model if isinstance(model, PretrainedConfig) else model.config
+    config = model if isinstance(model, PreTrainedConfig) else model.config
     if len(tokenizer) > config.vocab_size:
         raise ValueError(
             f"The tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {config.vocab_size}; build the "

@@ -2,6 +2,7 @@
 shared interpreter without the package for the loads that must not see it."""
 
 import json
+import logging
 import os
 import runpy
 import subprocess
@@ -28,6 +29,33 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # in every process the tests start.
 os.environ["HF_UPDATE_DOWNLOAD_COUNTS"] = "0"
 datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
+
+
+class _DeprecationRecords(logging.Handler):
+    """The deprecation notices a library logs (transformers announces renames with `logger.warning_once`)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "deprecat" in record.getMessage().lower():
+            self.messages.append(f"{record.name}: {record.getMessage()}")
+
+
+@pytest.fixture(autouse=True)
+def no_logged_deprecations() -> Iterator[None]:
+    """A test during which transformers, accelerate or datasets log a deprecation fails, as one that triggers a
+    DeprecationWarning does (setup.cfg's filterwarnings): the next rename shows the day it is announced."""
+    handler = _DeprecationRecords()
+    loggers = [logging.getLogger(name) for name in ("transformers", "accelerate", "datasets")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    yield
+    for logger in loggers:
+        logger.removeHandler(handler)
+    assert not handler.messages, f"a library logged a deprecation about these calls: {handler.messages[0]}"
+
 
 # The architecture variants every behavioural test runs on: Llama-style, GPT-2-style, and the remaining switches.
 ARCHITECTURES = {

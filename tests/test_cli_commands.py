@@ -7,7 +7,7 @@ import pytest
 from conftest import script_output
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-from hf_tinyllm.cli import main
+from hf_tinyllm.cli import COMMANDS, main
 
 
 def cli_output(argv: list[str], capsys) -> str:
@@ -70,3 +70,12 @@ def test_train_sft_subcommand_is_the_sft_parser(capsys):
         main(["train-sft", "--help"])
     assert exit_info.value.code == 0
     assert "--model" in capsys.readouterr().out  # the saved model to fine-tune: SFTArguments, not another parser
+
+
+@pytest.mark.parametrize("command", ["", *sorted(COMMANDS)])
+def test_every_subcommand_prints_its_help(command, capsys):
+    """`tinyllm [COMMAND] --help` prints usage and exits 0 (a stray % in a help text made argparse crash)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"] if command else ["--help"])
+    assert exit_info.value.code == 0
+    assert "usage:" in capsys.readouterr().out

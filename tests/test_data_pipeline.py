@@ -21,6 +21,7 @@ from hf_tinyllm.data.packing import (
     split_train_validation,
     tokenize_dataset,
 )
+from hf_tinyllm.modeling_tinyllm import output_cache
 from hf_tinyllm.tokenization import train_tokenizer
 
 TEXTS = [f"story {i}: the {'king' if i % 2 else 'queen'} walked {i % 7} miles to the palace." for i in range(60)]
@@ -205,7 +206,7 @@ def test_document_positions_confine_attention_to_the_document(arch, use_cache):
     alone_a, alone_b = model(torch.tensor([doc_a])).logits, model(torch.tensor([doc_b])).logits
     torch.testing.assert_close(packed.logits[:, : len(doc_a)], alone_a, rtol=0, atol=1e-5)
     torch.testing.assert_close(packed.logits[:, len(doc_a) :], alone_b, rtol=0, atol=1e-5)
-    assert (packed.past_key_values is not None) == (use_cache is not False)  # the cache is still returned
+    assert (output_cache(packed) is not None) == (use_cache is not False)  # the cache is still returned
     leaky = model(block, use_cache=use_cache).logits  # without document positions, doc_b attends to doc_a
     assert not torch.allclose(leaky[:, len(doc_a) :], alone_b, atol=1e-3)
 

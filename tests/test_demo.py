@@ -8,7 +8,9 @@ def test_demo_script_runs_end_to_end(tmp_path, capsys):
     """The README's main job on a tiny budget: every stage runs and the model folder it reports loads."""
     argv = ["--preset", "debug", "--max_steps", "4", "--output_dir", str(tmp_path)]
     out = script_output("scripts/demo.py", argv, capsys, training=True)
-    for stage in ("1. TinyWorld", "exact entropy floor 0.2683", "3. Trained", "bits per byte vs floor 0.2683",
+    for stage in ("1. TinyWorld", "exact entropy floor 0.2683", "3. Trained",
+                  "for the true distribution on the same documents (+",
+                  "the corpus floor, its expectation over all TinyWorld text, is 0.2683",
                   "held-out arithmetic exact match", "how it learned", "step    4: king - man + woman -> queen at rank",
                   "4. Saved to", "two plus three equals |", "Done in"):  # fmt: skip
         assert stage in out, stage

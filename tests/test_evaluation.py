@@ -120,6 +120,7 @@ def test_evaluate_model_reports_the_gap_to_the_exact_source(tokenizer, tinyworld
     assert result["num_bytes"] == sum(r["num_bytes"] for r in rows)
     assert result["source_bits_per_byte"] == pytest.approx(sum(r["nll_bits"] for r in rows) / result["num_bytes"])
     assert result["gap_bits_per_byte"] == pytest.approx(result["bits_per_byte"] - result["source_bits_per_byte"])
+    assert result["gap_to_source"] == pytest.approx(result["bits_per_byte"] / result["source_bits_per_byte"] - 1)
     assert result["gap_bits_per_byte"] > 0  # an untrained model is far from the true distribution
     assert result["gap_to_floor"] == pytest.approx(result["bits_per_byte"] / 0.25 - 1)
     assert result["perplexity"] == pytest.approx(math.exp(result["loss"]))

@@ -12,6 +12,8 @@ import zipfile
 import pytest
 from conftest import REPO_ROOT
 
+import hf_tinyllm
+
 DATA = "hf_tinyllm/_data/"
 DATA_FILES = {
     DATA + name
@@ -122,7 +124,7 @@ def test_the_wheel_installed_in_a_fresh_virtualenv_runs_the_demo_renders_the_car
         return done.stdout
 
     tinyllm = str(venv / "bin" / "tinyllm")
-    assert run(tinyllm, "--version").strip() == "hf_tinyllm 0.1.0"
+    assert run(tinyllm, "--version").strip() == f"hf_tinyllm {hf_tinyllm.__version__}"
     report = run(tinyllm, "demo", "--max_steps", "2", "--probe_steps", "0", "--output_dir", str(tmp_path / "demo"))
     assert "held-out arithmetic exact match" in report and "Done in" in report
     model_dir = tmp_path / "demo" / "model"

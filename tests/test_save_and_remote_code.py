@@ -1,5 +1,6 @@
 """Registration, save_pretrained -> from_pretrained, and loading as remote code without the package."""
 
+import ast
 import json
 
 import pytest
@@ -92,9 +93,16 @@ def test_saved_folder_contents(tmp_path):
     assert "model.embed_tokens.weight" in keys
     assert "lm_head.weight" not in keys  # the tied head is stored once
     assert not any("inv_freq" in k for k in keys)
+    for name in ("modeling_tinyllm.py", "configuration_tinyllm.py", "generation_tinyllm.py"):
+        tree = ast.parse((tmp_path / name).read_text())
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}  # fmt: skip
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.level == 0}  # fmt: skip
+        assert imported <= {"torch", "transformers", "math", "inspect", "functools", "typing", "collections"}, (
+            name, imported)  # fmt: skip
     modeling = (tmp_path / "modeling_tinyllm.py").read_text()
-    assert "from .configuration_tinyllm import TinyLLMConfig" in modeling
-    assert "hf_tinyllm" not in modeling.replace("hf_tinyllm package", "")
+    assert "from .configuration_tinyllm import TESTED_TRANSFORMERS, TINYLLM_CODE_VERSION, TinyLLMConfig" in modeling
 
 
 def test_untied_model_stores_its_head(tmp_path):

@@ -20,6 +20,7 @@ from packaging.requirements import Requirement
 from studio_server import free_port
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+import hf_tinyllm
 from hf_tinyllm.cli import main
 from hf_tinyllm.hub import HubError, push_space
 from hf_tinyllm.insight.next_token import next_token_distribution
@@ -137,7 +138,7 @@ def test_push_space_and_run_it_from_the_hub(hub, trained_tiny_dir, tmp_path, out
         process.wait(timeout=30)
     # The bundled copy served the page, not the installed one.
     first_line = log.read_text().splitlines()[0]
-    assert first_line == f"hf_tinyllm 0.1.0 from {(space_dir / 'hf_tinyllm').resolve()}", first_line
+    assert first_line == f"hf_tinyllm {hf_tinyllm.__version__} from {(space_dir / 'hf_tinyllm').resolve()}", first_line
     # ... over the model pushed to the Hub: the same numbers as the local folder.
     model = AutoModelForCausalLM.from_pretrained(trained_tiny_dir)
     tokenizer = AutoTokenizer.from_pretrained(trained_tiny_dir)

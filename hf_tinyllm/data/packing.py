@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, IterableDataset
-from transformers import PretrainedConfig, PreTrainedTokenizerBase
+from transformers import PreTrainedConfig, PreTrainedTokenizerBase
 
 
 def tokenize_dataset(
@@ -104,7 +104,7 @@ def _stream_blocks(
             yield item
 
 
-def check_block_size(block_size: int, config: PretrainedConfig) -> None:
+def check_block_size(block_size: int, config: PreTrainedConfig) -> None:
     if block_size > config.max_position_embeddings:
         raise ValueError(
             f"block_size={block_size} is larger than the model's max_position_embeddings="

@@ -32,18 +32,19 @@ TOPICS = {
 def load_model_and_tokenizer(name_or_path: str):
     """A causal LM and its tokenizer from a folder or Hub id (importing hf_tinyllm registered tinyllm, so no remote
     code runs)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from ..tokenization import load_tokenizer
 
     if not Path(name_or_path).exists() and name_or_path.count("/") != 1:
         raise InsightError(f"{name_or_path} is neither a model folder nor a Hub id (user/name); train one first: "
                            "make demo writes outputs/demo/model.")  # fmt: skip
     try:
         model = AutoModelForCausalLM.from_pretrained(name_or_path).eval()
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     except (OSError, ValueError, KeyError) as err:  # not a folder of a causal LM and its tokenizer
         first_line = str(err).strip().splitlines()[0]
-        raise InsightError(f"Cannot load a model and tokenizer from {name_or_path}: {first_line}") from err
-    return model, tokenizer
+        raise InsightError(f"Cannot load a model from {name_or_path}: {first_line}") from err
+    return model, load_tokenizer(name_or_path)
 
 
 def to_jsonable(value):
@@ -77,8 +78,10 @@ def build_parser(topic: str) -> argparse.ArgumentParser:
 def main(argv: list[str]) -> None:
     if not argv or argv[0] not in TOPICS:
         lines = "\n".join(f"  {name:<10} {text}" for name, text in TOPICS.items())
-        print(f"usage: tinyllm explain TOPIC MODEL [options]  (tinyllm explain TOPIC --help)\n{lines}", file=sys.stderr)
-        sys.exit(USAGE_ERROR_STATUS)
+        asked = argv[:1] in (["--help"], ["-h"])
+        print(f"usage: tinyllm explain TOPIC MODEL [options]  (tinyllm explain TOPIC --help)\n{lines}",
+              file=sys.stdout if asked else sys.stderr)  # fmt: skip
+        sys.exit(0 if asked else USAGE_ERROR_STATUS)
     topic = argv[0]
     args = build_parser(topic).parse_args(argv[1:])
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)

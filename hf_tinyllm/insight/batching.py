@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from transformers import (
     AutoModelForCausalLM,
-    PretrainedConfig,
+    PreTrainedConfig,
     PreTrainedTokenizerBase,
     get_constant_schedule_with_warmup,
 )
@@ -80,7 +80,7 @@ def scaled_learning_rate(learning_rate: float, batch_size: int, smallest: int, l
 
 
 def batch_size_sweep(
-    config: PretrainedConfig,
+    config: PreTrainedConfig,
     train_blocks: torch.Tensor,
     validation_blocks: torch.Tensor,
     train_positions: torch.Tensor | None = None,

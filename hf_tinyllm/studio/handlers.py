@@ -266,7 +266,8 @@ class Studio:
             rows, summary = self.records()
         except InsightError as err:
             return None, None, None, None, problem(err)
-        floor = summary.get("final_metrics", {}).get("floor_bits_per_byte")
+        final = summary.get("final_metrics", {})
+        floor, source = final.get("floor_bits_per_byte"), final.get("source_bits_per_byte")
 
         def lines(title: str, series: dict[str, str], scale: float = 1.0, log_y: bool = False) -> go.Figure:
             figure = go.Figure()
@@ -291,7 +292,10 @@ class Studio:
             log_y=True,
         )
         if floor is not None:
-            loss.add_hline(y=floor, line_dash="dash", annotation_text=f"entropy floor {floor:.4f}")
+            loss.add_hline(y=floor, line_dash="dash", annotation_text=f"corpus entropy floor {floor:.4f} (expected)")
+        if source is not None:
+            loss.add_hline(y=source, line_dash="dot", annotation_position="bottom right",
+                           annotation_text=f"true distribution on the validation documents {source:.4f}")  # fmt: skip
         memory = lines(
             "arithmetic exact match (%): memorised vs generalised",
             {"probe/trained_exact_match": "trained problems", "probe/heldout_exact_match": "held-out"},

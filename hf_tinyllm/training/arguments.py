@@ -76,7 +76,7 @@ class DataArguments:
     )
     num_proc: int | None = field(default=None, metadata={"help": "Processes for tokenisation."})
     tinyworld_documents: int = field(
-        default=40_000, metadata={"help": "TinyWorld training documents (validation: 5% of them, 100 to 2,000)."}
+        default=40_000, metadata={"help": "TinyWorld training documents (validation: 5%% of them, 100 to 2,000)."}
     )
     tinyworld_weights: str | None = field(
         default=None, metadata={"help": "TinyWorld family mix as JSON, e.g. '{\"arithmetic\": 1}' for arithmetic only."}

@@ -4,10 +4,10 @@ import time
 from functools import cache
 
 import torch
-from transformers import PretrainedConfig
+from transformers import PreTrainedConfig
 
 
-def training_flops_per_token(config: PretrainedConfig, num_parameters: int, seq_len: int) -> float:
+def training_flops_per_token(config: PreTrainedConfig, num_parameters: int, seq_len: int) -> float:
     """6 N for the matmuls of forward + backward (a tied head counted once, as a matmul) + 12 L d T for the attention
     scores and values (PaLM, arXiv:2204.02311, appendix B). An untied input embedding is a lookup: pass N without it."""
     attention = 12 * config.num_hidden_layers * config.num_attention_heads * config.head_dim * seq_len
