@@ -15,6 +15,18 @@ import transformers
 from torch import nn
 
 from .configuration_tinyllm import TESTED_TRANSFORMERS, TINYLLM_CODE_VERSION, TinyLLMConfig
+from .generation_tinyllm import fast_decode_blocker, fast_decode_requested, static_compiled_decode
+
+
+def unsupported_transformers(reason: str) -> str:
+    """The message for a transformers release this code cannot serve: what, which versions it knows, the fix."""
+    return (
+        f"TinyLLM's model code (hf_tinyllm {TINYLLM_CODE_VERSION}, tested on transformers "
+        f"{' to '.join(TESTED_TRANSFORMERS)}) cannot serve transformers {transformers.__version__}: {reason}. "
+        f"Install a tested release (pip install 'transformers=={TESTED_TRANSFORMERS[-1]}'), or refresh the model's "
+        "code with a newer hf_tinyllm: pip install -U hf_tinyllm && tinyllm refresh-code MODEL_FOLDER_OR_REPO."
+    )
+
 
 # Everything this file takes from transformers below its top-level API: tests/test_transformers_internals.py checks
 # each name and signature on the installed release and names the one that moved.
@@ -43,31 +55,25 @@ try:
     from transformers.utils.generic import merge_with_config_defaults
     from transformers.utils.output_capturing import capture_outputs
 except ImportError as error:
-    raise ImportError(
-        f"TinyLLM's model code (hf_tinyllm {TINYLLM_CODE_VERSION}, tested on transformers "
-        f"{' to '.join(TESTED_TRANSFORMERS)}) cannot run on transformers {transformers.__version__}: {error}. "
-        f"Install a tested release (pip install 'transformers=={TESTED_TRANSFORMERS[-1]}'), or refresh the model's "
-        "code with a newer hf_tinyllm: pip install -U hf_tinyllm && tinyllm refresh-code MODEL_FOLDER_OR_REPO."
-    ) from error
-
-from .generation_tinyllm import fast_decode_blocker, fast_decode_requested, static_compiled_decode
+    raise ImportError(unsupported_transformers(str(error))) from error
 
 logger = logging.get_logger(__name__)
 
+
+def _cache_name(names: object, where: str) -> str:
+    """`cache` (transformers 5.24 on) or `past_key_values` (before), whichever `names` holds."""
+    for name in ("cache", "past_key_values"):
+        if name in names:
+            return name
+    raise ImportError(
+        unsupported_transformers(f"{where} takes the KV cache under neither `cache` nor `past_key_values`")
+    )
+
+
 # transformers 5.24 renamed the KV cache from `past_key_values` to `cache`: in the model outputs, in what `generate`
 # passes to `forward` and in `create_causal_mask`. Each name is read off the installed release, not its version.
-CACHE_OUTPUT_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
-MASK_CACHE_ARGUMENT = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
-
-
-def unsupported_transformers(reason: str) -> str:
-    """The message for a transformers release this code cannot serve: what, which versions it knows, the fix."""
-    return (
-        f"TinyLLM's model code (hf_tinyllm {TINYLLM_CODE_VERSION}, tested on transformers "
-        f"{' to '.join(TESTED_TRANSFORMERS)}) cannot serve transformers {transformers.__version__}: {reason}. "
-        f"Install a tested release (pip install 'transformers=={TESTED_TRANSFORMERS[-1]}'), or refresh the model's "
-        "code with a newer hf_tinyllm: pip install -U hf_tinyllm && tinyllm refresh-code MODEL_FOLDER_OR_REPO."
-    )
+CACHE_OUTPUT_NAME = _cache_name(CausalLMOutputWithPast.__dataclass_fields__, "CausalLMOutputWithPast")
+MASK_CACHE_ARGUMENT = _cache_name(inspect.signature(create_causal_mask).parameters, "create_causal_mask")
 
 
 def resolve_cache(cache: Cache | None, past_key_values: Cache | None, kwargs: dict) -> Cache | None:

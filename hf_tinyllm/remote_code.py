@@ -81,11 +81,11 @@ def plan_refresh(config_text: str, shipped: dict[str, bytes | None], where: str)
         )
     refresh = Refresh(previous_version=config.get(VERSION_KEY))
     refresh.changed = {name: data for name, data in current_code().items() if shipped.get(name) != data}
-    auto_map = {**config.get("auto_map", {}), **full_auto_map()}
-    if refresh.changed or config.get(VERSION_KEY) != TINYLLM_CODE_VERSION or config.get("auto_map") != auto_map:
-        config[VERSION_KEY] = TINYLLM_CODE_VERSION
-        config["auto_map"] = auto_map
-        refresh.changed["config.json"] = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
+    config[VERSION_KEY] = TINYLLM_CODE_VERSION
+    config["auto_map"] = {**config.get("auto_map", {}), **full_auto_map()}
+    written = json.dumps(config, indent=2, sort_keys=True) + "\n"  # as transformers writes config.json
+    if written != config_text:
+        refresh.changed["config.json"] = written.encode()
     return refresh
 
 

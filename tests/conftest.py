@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import runpy
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -65,6 +66,22 @@ ARCHITECTURES = {
     ),
     "qknorm_relu2": dict(qk_norm=True, mlp_type="relu2", norm_type="layernorm", tie_word_embeddings=False),
 }
+
+
+GOLDEN_MODEL = REPO_ROOT / "tests" / "golden" / "tinyllm-debug"
+CODE_0_1_0 = REPO_ROOT / "tests" / "fixtures" / "remote_code_0.1.0"  # the model code hf_tinyllm 0.1.0 shipped
+
+
+def folder_saved_by_0_1_0(dest: Path) -> Path:
+    """The golden model as hf_tinyllm 0.1.0 saved it: its model code (which breaks on transformers 5.24 and later)
+    and no `tinyllm_code_version` in config.json."""
+    folder = Path(shutil.copytree(GOLDEN_MODEL, dest))
+    for source in CODE_0_1_0.glob("*.py"):
+        shutil.copy(source, folder / source.name)
+    config = json.loads((folder / "config.json").read_text())
+    del config["tinyllm_code_version"]
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder
 
 
 def tiny_config(**overrides) -> TinyLLMConfig:

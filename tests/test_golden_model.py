@@ -12,20 +12,21 @@ from pathlib import Path
 
 import pytest
 import transformers
-from conftest import REPO_ROOT
+from conftest import CODE_0_1_0, GOLDEN_MODEL, REPO_ROOT, cli_user_error, folder_saved_by_0_1_0
 
 from hf_tinyllm.cli import main
 from hf_tinyllm.configuration_tinyllm import TINYLLM_CODE_VERSION
 from hf_tinyllm.remote_code import REMOTE_CODE_FILES, current_code
 
 GOLDEN = REPO_ROOT / "tests" / "golden"
-FOLDER = GOLDEN / "tinyllm-debug"
+FOLDER = GOLDEN_MODEL
 EXPECTED = json.loads((GOLDEN / "tinyllm-debug.expected.json").read_text())
-OLD_CODE = REPO_ROOT / "tests" / "fixtures" / "remote_code_0.1.0"
+OLD_CODE = CODE_0_1_0
 MEASURE = (GOLDEN / "measure.py").read_text()
 
 
-def measured(worker, folder: Path) -> dict:
+def measured(worker, folder: Path | str) -> dict:
+    """`measure` (tests/golden/measure.py) of a folder or Hub repository, in `worker`."""
     return worker.run(f"{MEASURE}\nresult = measure({str(folder)!r})\n")
 
 
@@ -58,12 +59,7 @@ def test_golden_logits_and_greedy_tokens_without_the_package(without_package, tm
 
 
 def test_refresh_code_brings_a_folder_saved_by_0_1_0_up_to_date(without_package, tmp_path, capsys):
-    folder = shutil.copytree(FOLDER, tmp_path / "saved-by-0.1.0")
-    for name in REMOTE_CODE_FILES:
-        shutil.copy(OLD_CODE / name, folder / name)
-    config = json.loads((folder / "config.json").read_text())
-    del config["tinyllm_code_version"]  # 0.1.0 recorded none
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    folder = folder_saved_by_0_1_0(tmp_path / "saved-by-0.1.0")
     weights = (folder / "model.safetensors").read_bytes()
 
     main(["refresh-code", str(folder)])
@@ -81,8 +77,6 @@ def test_refresh_code_brings_a_folder_saved_by_0_1_0_up_to_date(without_package,
 
 
 def test_refresh_code_refuses_what_is_not_a_tinyllm_folder(tmp_path, capsys):
-    from conftest import cli_user_error
-
     (tmp_path / "llama").mkdir()
     (tmp_path / "llama" / "config.json").write_text(json.dumps({"model_type": "llama"}))
     message = cli_user_error(["refresh-code", str(tmp_path / "llama")], capsys)

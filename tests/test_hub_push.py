@@ -288,3 +288,34 @@ def test_a_token_passed_any_way_never_leaks(hub, model_folder, tmp_path):
         files = hub.files(repo)
         assert "model.safetensors" in files and not any(TOKEN.encode() in data for data in files.values()), repo
     assert not any(TOKEN.encode() in p.read_bytes() for p in model_folder.rglob("*") if p.is_file())
+
+
+def test_refresh_code_on_the_hub_commits_only_what_changed(hub, loader, tmp_path, capfd):
+    """A repository pushed with hf_tinyllm 0.1.0's model code: `tinyllm refresh-code REPO` commits the new code and
+    config.json once (weights, tokenizer and card untouched), a second run commits nothing, and the repository then
+    loads without the package and gives the golden model's tokens."""
+    from conftest import folder_saved_by_0_1_0
+    from test_golden_model import assert_golden, measured
+
+    from hf_tinyllm.cli import main
+    from hf_tinyllm.configuration_tinyllm import TINYLLM_CODE_VERSION
+    from hf_tinyllm.remote_code import REMOTE_CODE_FILES, current_code
+
+    folder = folder_saved_by_0_1_0(tmp_path / "old")
+    with pushing(hub, tmp_path):
+        push(folder, "tester/old-code")
+        before = hub.files("tester/old-code")
+        commits = len(hub.commits("tester/old-code"))
+        main(["refresh-code", "tester/old-code"])
+        report = capfd.readouterr().out
+        assert len(hub.commits("tester/old-code")) == commits + 1, report
+        after = hub.files("tester/old-code")
+        assert {name for name in after if after[name] != before.get(name)} == {*REMOTE_CODE_FILES, "config.json"}
+        assert {name: after[name] for name in REMOTE_CODE_FILES} == current_code()
+        assert json.loads(after["config.json"])["tinyllm_code_version"] == TINYLLM_CODE_VERSION
+        assert "Commit: " in report and "no version recorded" in report, report
+
+        main(["refresh-code", "tester/old-code"])
+        assert "nothing changed" in capfd.readouterr().out
+        assert len(hub.commits("tester/old-code")) == commits + 1  # no empty commit
+    assert_golden(measured(loader, "tester/old-code"))

@@ -164,3 +164,25 @@ def test_the_list_is_complete() -> None:
             assert name in listed and module.rsplit(".", 1)[-1] in listed, (
                 f"{file} imports {dotted}: add a check for it to INTERNALS in {__file__}"
             )
+
+
+def test_a_kv_cache_under_a_name_this_code_lacks_stops_with_the_versions_and_the_fix():
+    """Should a release pass the cache under yet another name, the model stops instead of ignoring it (which is what
+    0.1.0's code did on transformers 5.24: fluent, wrong text)."""
+    from transformers import DynamicCache
+
+    model = tiny_model()
+    with pytest.raises(TypeError) as raised:
+        model(torch.tensor([[5, 6, 7]]), kv_cache=DynamicCache(config=model.config))
+    message = str(raised.value)
+    for part in (f"cannot serve transformers {transformers.__version__}", "`kv_cache`", "tested on transformers",
+                 "pip install 'transformers==", "tinyllm refresh-code"):  # fmt: skip
+        assert part in message, (part, message)
+
+
+def test_a_release_without_either_cache_name_fails_at_import():
+    from hf_tinyllm.modeling_tinyllm import _cache_name
+
+    assert _cache_name({"cache": 1}, "x") == "cache" and _cache_name({"past_key_values": 1}, "x") == "past_key_values"
+    with pytest.raises(ImportError, match="create_causal_mask takes the KV cache under neither"):
+        _cache_name({"kv": 1}, "create_causal_mask")

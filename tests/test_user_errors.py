@@ -80,8 +80,16 @@ def damaged_checkpoint(folder):
     return path, f"The checkpoint {path} is damaged: {path / 'manifest.json'} is missing"
 
 
+def not_a_tokenizer(folder):
+    path = folder / "notes"
+    path.mkdir()
+    (path / "readme.txt").write_text("not a tokenizer")
+    return path, f"{path} holds no tokenizer (tokenizer.json is missing): pass the folder `tinyllm tokenizer` wrote"
+
+
 INPUT_ERRORS = {"binary dataset": ("--dataset", binary_file), "empty dataset": ("--dataset", empty_file),
-                "damaged checkpoint": ("--resume_from_checkpoint", damaged_checkpoint)}  # fmt: skip
+                "damaged checkpoint": ("--resume_from_checkpoint", damaged_checkpoint),
+                "not a tokenizer folder": ("--tokenizer", not_a_tokenizer)}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", sorted(INPUT_ERRORS))
@@ -171,3 +179,13 @@ def test_token_ids_outside_the_vocabulary_are_a_cli_error(mismatched, tmp_path, 
     message = cli_user_error(["explain", "next", str(tmp_path / "model"), "--prompt", "w5 zebra",
                               "--output_dir", str(tmp_path / "out")], capsys)  # fmt: skip
     assert "Token id 99 is outside the model's vocabulary of 99" in message
+
+
+def test_a_model_folder_without_its_tokenizer_is_one_line_naming_the_file(tmp_path, capsys):
+    tiny_model().save_pretrained(tmp_path / "model")
+    message = cli_user_error(["explain", "next", str(tmp_path / "model"), "--prompt", "w5",
+                              "--output_dir", str(tmp_path / "out")], capsys)  # fmt: skip
+    assert message == (
+        f"error: {tmp_path / 'model'} holds no tokenizer (tokenizer.json is missing): pass the folder `tinyllm "
+        "tokenizer` wrote, or a model folder saved with its tokenizer (a training run's model folder holds one)."
+    )

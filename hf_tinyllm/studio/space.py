@@ -14,11 +14,11 @@ INSTALL_REQUIRES = (
     "transformers>=5.23,<6",
     "accelerate>=1.15,<2",
     "datasets>=5.2,<6",
-    "tokenizers>=0.23,<0.24",
+    "tokenizers>=0.23.1,<0.24",
     "safetensors>=0.8,<1",
     "evaluate>=0.4.6,<0.5",
     "huggingface_hub>=2.4,<3",
-    "pyyaml>=6",
+    "pyyaml>=6.0.1",
     "matplotlib>=3.10,<4",
     "gguf>=0.19,<1",
 )
