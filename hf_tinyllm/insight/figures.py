@@ -2,6 +2,11 @@
 
 from pathlib import Path
 
+# The two TinyWorld floors every bits-per-byte picture draws: the true distribution's code length on the very
+# documents scored (the one to compare with) and the corpus floor, its expectation over all TinyWorld text.
+SOURCE_LABEL = "true distribution on these documents"
+FLOOR_LABEL = "corpus entropy floor (expected)"
+
 
 def pyplot():
     """`matplotlib.pyplot` on the non-interactive Agg backend (pictures are written on servers and in tests)."""

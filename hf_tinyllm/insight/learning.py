@@ -26,7 +26,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..evaluation import arithmetic_exact_match, evaluate_model
-from .figures import pyplot, save_figure
+from .figures import FLOOR_LABEL, SOURCE_LABEL, pyplot, save_figure
 from .geometry import analogy, parallelism_score
 from .gradients import embedding_sparsity, gradient_blame
 from .model_parts import InsightError, eval_mode
@@ -60,8 +60,9 @@ class LearningProbe:
                 metrics = evaluate_model(model, self.tokenizer, self.validation_documents,
                                          floor_bits_per_byte=self.floor_bits_per_byte)  # fmt: skip
                 record["validation_bits_per_byte"] = metrics["bits_per_byte"]
-                if "gap_to_floor" in metrics:
-                    record["gap_to_floor"] = metrics["gap_to_floor"]
+                for key in ("source_bits_per_byte", "gap_to_source", "gap_to_floor"):
+                    if key in metrics:
+                        record[key] = metrics[key]
         record["seconds"] = time.perf_counter() - started  # what the probe costs the run
         return {PREFIX + key: float(value) for key, value in record.items()}
 
@@ -183,8 +184,10 @@ def plot_learning_curves(history: list[dict], path: str | Path, floor_bits_per_b
     ax = axes[5]
     if "validation_bits_per_byte" in records[-1]:
         ax.plot(steps, series("validation_bits_per_byte"), marker="o", label="validation")
+    if "source_bits_per_byte" in records[-1]:
+        ax.axhline(records[-1]["source_bits_per_byte"], color="k", linestyle=":", label=SOURCE_LABEL)
     if floor_bits_per_byte is not None:
-        ax.axhline(floor_bits_per_byte, color="k", linestyle="--", label="entropy floor (exact)")
+        ax.axhline(floor_bits_per_byte, color="0.5", linestyle="--", label=FLOOR_LABEL)
     ax.set(title="validation bits per byte (log scale)", xlabel="step")
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(ScalarFormatter())

@@ -15,6 +15,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
 
 from ..explain import to_jsonable
+from ..insight.figures import FLOOR_LABEL, SOURCE_LABEL
 from ..insight.geometry import analogy, nearest_neighbours, word_map
 from ..insight.layers import attention_maps, logit_lens, plot_logit_lens
 from ..insight.model_parts import InsightError, encode_prompt
@@ -292,10 +293,10 @@ class Studio:
             log_y=True,
         )
         if floor is not None:
-            loss.add_hline(y=floor, line_dash="dash", annotation_text=f"corpus entropy floor {floor:.4f} (expected)")
+            loss.add_hline(y=floor, line_dash="dash", annotation_text=f"{FLOOR_LABEL} {floor:.4f}")
         if source is not None:
             loss.add_hline(y=source, line_dash="dot", annotation_position="bottom right",
-                           annotation_text=f"true distribution on the validation documents {source:.4f}")  # fmt: skip
+                           annotation_text=f"{SOURCE_LABEL} {source:.4f}")  # fmt: skip
         memory = lines(
             "arithmetic exact match (%): memorised vs generalised",
             {"probe/trained_exact_match": "trained problems", "probe/heldout_exact_match": "held-out"},

@@ -8,7 +8,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from ..atomic import atomic_directory
 from ..faults import crash_point
-from ..insight.figures import pyplot, save_figure
+from ..insight.figures import FLOOR_LABEL, SOURCE_LABEL, pyplot, save_figure
 from ..insight.learning import plot_learning_curves, probe_records
 from ..model_card import LEARNING_CURVES_FILE, LOSS_CURVE_FILE, SUMMARY_FILE, TRAINING_LOG_FILE
 from ..tokenization import write_tokenizer_files
@@ -36,7 +36,8 @@ def save_final_model(
 
 
 def plot_loss_curve(history: list[dict], path: Path, floor_bits_per_byte: float | None = None) -> Path:
-    """Training loss per step and, where evaluated, validation bits per byte against the entropy floor."""
+    """Training loss per step and, where evaluated, validation bits per byte against the true distribution's code
+    length on the same documents (the floor to compare with) and the corpus floor (its expectation)."""
     plt = pyplot()
 
     train = [(r["step"], r["loss"]) for r in history if "loss" in r]
@@ -48,8 +49,11 @@ def plot_loss_curve(history: list[dict], path: Path, floor_bits_per_byte: float 
     if train:
         ax_loss.set_yscale("log")
     _plot_series(ax_bpb, evals, "validation bits per byte", "a curve: evaluate every N steps (eval_steps)")
+    sources = [r["eval/source_bits_per_byte"] for r in history if "eval/source_bits_per_byte" in r]
+    if sources:
+        ax_bpb.axhline(sources[-1], color="k", linestyle=":", label=SOURCE_LABEL)
     if floor_bits_per_byte is not None:
-        ax_bpb.axhline(floor_bits_per_byte, color="k", linestyle="--", label="entropy floor (exact)")
+        ax_bpb.axhline(floor_bits_per_byte, color="0.5", linestyle="--", label=FLOOR_LABEL)
     ax_bpb.set_xlabel("step")
     ax_bpb.set_ylabel("bits per byte")
     ax_bpb.legend(loc="upper right")
