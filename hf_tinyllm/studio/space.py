@@ -18,7 +18,7 @@ INSTALL_REQUIRES = (
     "safetensors>=0.8,<1",
     "evaluate>=0.4.6,<0.5",
     "huggingface_hub>=2.4,<3",
-    "pyyaml>=6.0.1",
+    "pyyaml>=6",
     "matplotlib>=3.10,<4",
     "gguf>=0.19,<1",
 )
