@@ -97,6 +97,31 @@ def output_cache(outputs: BaseModelOutputWithPast) -> Cache | None:
     return getattr(outputs, CACHE_OUTPUT_NAME)
 
 
+def same_document_mask(position_ids: torch.Tensor) -> Callable:
+    """A mask function (transformers' `and_mask_function`) that keeps each query inside its own document, a document
+    being a run of positions that grow by one: (B, T) positions restarting at every packed document's start."""
+    previous = torch.cat([position_ids[:, :1] - 1, position_ids[:, :-1]], dim=-1)
+    documents = (position_ids != previous + 1).cumsum(-1)  # (B, T): the document index of each token
+
+    def same_document(batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor):
+        return documents[batch_idx, q_idx] == documents[batch_idx, kv_idx]
+
+    return same_document
+
+
+def refuse_flash_across_documents(attn_implementation: str | None, batch_size: int, kwargs: dict) -> None:
+    """Flash kernels take document boundaries only as `cu_seq_lens_q/k`; from position ids transformers finds them
+    only in a batch of one row, so rows of packed documents would silently attend across documents."""
+    flash = "flash" in str(attn_implementation) or "varlen" in str(attn_implementation)
+    if flash and kwargs.get("cu_seq_lens_q") is None:
+        raise ValueError(
+            f"{attn_implementation} cannot keep packed documents apart in a batch of {batch_size} rows with "
+            "position ids: flatten the batch into one row with its boundaries (DataCollatorForCausalLM("
+            "flatten=True), --flatten_batches true), pass cu_seq_lens_q/k and max_length_q/k, or leave out "
+            "position_ids if the rows are not packed documents."
+        )
+
+
 class TinyLLMRMSNorm(nn.Module):
     """Root-mean-square norm computed in fp32 (as Llama's, so converted checkpoints match to the bit)."""
 
@@ -450,19 +475,27 @@ class TinyLLMModel(TinyLLMPreTrainedModel):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # (B, T, C)
+        positions_given = position_ids is not None
         if position_ids is None:
             past_seen_tokens = cache.get_seq_length() if cache is not None else 0
             position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen_tokens
             position_ids = position_ids.unsqueeze(0)  # (1, T)
 
         # The mask sees the caller's cache, not one created here: an empty new cache sizes the mask exactly as no
-        # cache does, but transformers only detects packed documents (positions restarting at 0) without a cache,
-        # so creating the cache first would let packed documents attend to each other when `use_cache=True`.
+        # cache does, but packed documents (positions restarting) are only kept apart without a cache, so creating
+        # the cache first would let packed documents attend to each other when `use_cache=True`.
+        if positions_given and attention_mask is None and cache is None and inputs_embeds.shape[0] > 1:
+            refuse_flash_across_documents(self.config._attn_implementation, inputs_embeds.shape[0], kwargs)
+        mask_arguments = {"position_ids": position_ids}
+        if positions_given and attention_mask is None and cache is None:
+            # Packed documents, told apart on the device: transformers' own detection reads a tensor in a Python
+            # `if` (a host sync in every forward) and gives the same mask.
+            mask_arguments = {"position_ids": None, "and_mask_function": same_document_mask(position_ids)}
         causal_mask = create_causal_mask(
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            position_ids=position_ids,
+            **mask_arguments,
             **{MASK_CACHE_ARGUMENT: cache},
         )
         if use_cache and cache is None:

@@ -28,7 +28,8 @@ def check_create_causal_mask() -> None:
     from transformers.masking_utils import create_causal_mask
 
     names = _parameters(create_causal_mask)
-    assert {"config", "inputs_embeds", "attention_mask", "position_ids"} <= names, names
+    # and_mask_function: how packed documents are kept apart without a host sync (same_document_mask)
+    assert {"config", "inputs_embeds", "attention_mask", "position_ids", "and_mask_function"} <= names, names
     assert {"cache", "past_key_values"} & names, f"no cache argument among {sorted(names)}"
 
 

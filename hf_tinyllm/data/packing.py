@@ -129,11 +129,22 @@ class DataCollatorForCausalLM:
     Packed blocks (equal length) are stacked; variable-length examples are right-padded with `pad_token_id` and get
     an `attention_mask`. `labels` are the input ids with padding set to -100; the model shifts them (never shift
     here). `position_ids` pass through when the examples carry them.
+
+    `flatten=True` (flash attention's padding-free contract, as transformers' `DataCollatorWithFlattening`) turns
+    packed blocks with document positions into one row of B * T tokens with the documents' boundaries:
+    `cu_seq_lens_q/k` (int32, padded to `max_documents + 1` entries with the total length, so their shape never
+    changes and a compiled step never recompiles) and `max_length_q/k` (the block size, an upper bound). The first
+    label of every block after the first is -100, so the loss is exactly the stacked batch's.
     """
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None) -> None:
+    def __init__(
+        self, pad_token_id: int, pad_to_multiple_of: int | None = None, flatten: bool = False,
+        max_documents: int | None = None,
+    ) -> None:  # fmt: skip
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.flatten = flatten
+        self.max_documents = max_documents
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         lengths = [len(e["input_ids"]) for e in examples]
@@ -153,13 +164,66 @@ class DataCollatorForCausalLM:
             for row, (example, n) in enumerate(zip(examples, lengths, strict=True)):
                 positions[row, :n] = torch.as_tensor(example["position_ids"])
             batch["position_ids"] = positions
-        return batch
+        return flatten_packed_batch(batch, self.max_documents) if self.flatten else batch
+
+
+def documents_per_block(blocks: Dataset) -> int:
+    """The most documents any block holds (a document starts wherever positions do not grow by one): with the
+    micro-batch size, the fixed size of a flattened batch's boundary tensors (`max_documents`)."""
+    positions = np.asarray(blocks.data.column("position_ids").combine_chunks().flatten()).reshape(len(blocks), -1)
+    return int(document_starts(positions).sum(-1).max())
+
+
+def document_starts(positions: np.ndarray) -> np.ndarray:
+    """(..., T) bool: where a document starts, by transformers' packed-sequence rule (the position does not grow by
+    one); every row's first token starts one."""
+    starts = np.ones_like(positions, dtype=bool)
+    starts[..., 1:] = positions[..., 1:] != positions[..., :-1] + 1
+    return starts
+
+
+def flatten_packed_batch(batch: dict[str, torch.Tensor], max_documents: int | None = None) -> dict:
+    """A (B, T) batch of packed blocks with document positions as one (1, B * T) row with its document boundaries
+    (see `DataCollatorForCausalLM`). Computed on the host, in the loader: the training step reads nothing back."""
+    if "position_ids" not in batch or "attention_mask" in batch:
+        raise ValueError(
+            "flatten=True needs packed blocks with document positions (pack_dataset(..., document_positions=True), "
+            "--document_positions true) and no padding."
+        )
+    positions = batch["position_ids"].numpy()
+    rows, width = positions.shape
+    if (positions[:, 0] != 0).any():
+        raise ValueError("flatten=True needs blocks whose positions start at 0, as pack_dataset writes them.")
+    starts = np.flatnonzero(document_starts(positions).reshape(-1))
+    capacity = len(starts) if max_documents is None else max_documents
+    if len(starts) > capacity:
+        raise ValueError(
+            f"A batch holds {len(starts)} documents, more than max_documents={capacity}; raise max_documents to at "
+            "least the micro-batch size times documents_per_block(blocks)."
+        )
+    boundaries = np.full(capacity + 1, rows * width, dtype=np.int32)
+    boundaries[: len(starts)] = starts
+    labels = batch["labels"].clone()
+    labels[1:, 0] = -100  # the last token of a block predicts nothing, as in the stacked batch
+    cu_seq_lens = torch.from_numpy(boundaries)
+    return {
+        "input_ids": batch["input_ids"].reshape(1, -1),
+        "labels": labels.reshape(1, -1),
+        "position_ids": batch["position_ids"].reshape(1, -1),
+        "cu_seq_lens_q": cu_seq_lens,
+        "cu_seq_lens_k": cu_seq_lens,
+        "max_length_q": width,
+        "max_length_k": width,
+    }
 
 
 __all__ = [
     "DataCollatorForCausalLM",
     "check_block_size",
     "document_position_ids",
+    "document_starts",
+    "documents_per_block",
+    "flatten_packed_batch",
     "pack_dataset",
     "split_train_validation",
     "tokenize_dataset",

@@ -11,7 +11,9 @@ from transformers import HfArgumentParser, SchedulerType
 
 OPTIMIZERS = ("adamw", "muon")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
-ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention", "flash_attention_2")
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention", "flash_attention_2", "torch_varlen")
+# The kernels that take packed documents' boundaries only from a flattened batch (cu_seq_lens), never from a mask.
+FLASH_IMPLEMENTATIONS = ("flash_attention_2", "torch_varlen")
 
 
 @dataclass
@@ -25,7 +27,11 @@ class ModelArguments:
     )
     init_from: str | None = field(default=None, metadata={"help": "Start from a saved model folder or Hub id."})
     attn_implementation: str = field(
-        default="sdpa", metadata={"help": "eager, sdpa, flex_attention, flash_attention_2."}
+        default="sdpa",
+        metadata={
+            "help": "eager, sdpa, flex_attention, flash_attention_2, or torch_varlen (PyTorch's own flash "
+            "varlen kernel, CUDA)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -71,6 +77,11 @@ class DataArguments:
     )
     block_size: int = field(default=128, metadata={"help": "Tokens per packed training block."})
     document_positions: bool = field(default=True, metadata={"help": "Restart positions (and attention) per document."})
+    flatten_batches: bool | None = field(
+        default=None,
+        metadata={"help": "Feed each micro-batch as one row with its documents' boundaries (cu_seq_lens), as flash "
+                  "kernels need; default: on with flash_attention_2 and torch_varlen, off otherwise."},
+    )  # fmt: skip
     validation_fraction: float = field(
         default=0.02, metadata={"help": "Held out when the data has no validation split."}
     )
@@ -90,6 +101,14 @@ class DataArguments:
             raise ValueError(f"--validation_fraction={self.validation_fraction} must be in (0, 1), e.g. 0.02.")
         if self.num_proc is not None:
             _check_at_least("num_proc", self.num_proc, 1)
+        if self.flatten_batches and not self.document_positions:
+            raise ValueError("--flatten_batches needs --document_positions true (the boundaries come from them).")
+
+    def flattens(self, attn_implementation: str) -> bool:
+        """Whether batches go to the model flattened (`--flatten_batches`, by default with the flash kernels)."""
+        if self.flatten_batches is None:
+            return self.document_positions and attn_implementation in FLASH_IMPLEMENTATIONS
+        return self.flatten_batches
 
 
 @dataclass
@@ -105,7 +124,7 @@ class OptimArguments:
     optimizer: str = field(default="adamw", metadata={"help": "adamw, or muon (Muon on 2-D hidden weights + AdamW)."})
     muon_learning_rate: float = field(default=0.02)
     lr_scheduler_type: str = field(default="cosine_with_min_lr", metadata={"help": "Any transformers scheduler."})
-    warmup_steps: int = field(default=20)
+    warmup_steps: int | None = field(default=None, metadata={"help": "Default: 10%% of max_steps, at most 20."})
     max_steps: int = field(default=500)
     per_device_batch_size: int = field(default=32, metadata={"help": "Blocks per micro-batch per process."})
     gradient_accumulation_steps: int = field(default=1)
@@ -125,6 +144,8 @@ class OptimArguments:
         if self.max_steps == 0:
             raise ValueError("--max_steps=0: nothing to train; pass --max_steps 1 or more.")
         _check_at_least("max_steps", self.max_steps, 1)
+        if self.warmup_steps is None:  # derived from the run's length, so no length makes the default wrong
+            self.warmup_steps = min(20, self.max_steps // 10)
         _check_at_least("warmup_steps", self.warmup_steps, 0)
         if self.warmup_steps >= self.max_steps:
             raise ValueError(
@@ -155,7 +176,9 @@ class RunArguments:
     skip_nonfinite_steps: int = field(
         default=0, metadata={"help": "Non-finite losses to skip (no update) before stopping; 0 stops at the first."}
     )
-    torch_compile: bool = field(default=False)
+    torch_compile: bool | None = field(
+        default=None, metadata={"help": "Compile the model (torch.compile); default: on CUDA, off on a CPU."}
+    )
     torch_compile_backend: str = field(
         default="inductor", metadata={"help": "torch.compile backend (as TrainingArguments): inductor, aot_eager, ..."}
     )
@@ -170,6 +193,10 @@ class RunArguments:
     stop_after_steps: int | None = field(
         default=None, metadata={"help": "Stop (with a checkpoint) after N steps: tests."}
     )
+
+    def compile_on(self, device) -> bool:
+        """Whether this run compiles: `--torch_compile`, or by default on a CUDA device (where it pays)."""
+        return device.type == "cuda" if self.torch_compile is None else self.torch_compile
 
     def __post_init__(self) -> None:
         for name in ("eval_steps", "logging_steps", "save_steps", "skip_nonfinite_steps"):
@@ -261,6 +288,16 @@ def validate_train_arguments(
     probe_args: ProbeArguments | None = None,
 ) -> None:
     """The checks that span several argument groups, before any work: the block fits the model's positions."""
+    if (
+        model_args.attn_implementation in FLASH_IMPLEMENTATIONS
+        and data_args.document_positions
+        and (not data_args.flattens(model_args.attn_implementation))
+    ):
+        raise ValueError(
+            f"--attn_implementation {model_args.attn_implementation} with --document_positions true needs "
+            "--flatten_batches true: the kernel keeps packed documents apart only through the boundaries of a "
+            "flattened batch, and would otherwise let every block's documents attend to each other."
+        )
     max_positions = model_args.model_config().max_position_embeddings
     if data_args.block_size > max_positions:
         source = model_args.init_from or f"the {model_args.preset!r} preset"

@@ -11,7 +11,13 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from ..data.loading import load_text_dataset
-from ..data.packing import pack_dataset, split_train_validation, tokenize_dataset
+from ..data.packing import (
+    DataCollatorForCausalLM,
+    documents_per_block,
+    pack_dataset,
+    split_train_validation,
+    tokenize_dataset,
+)
 from ..data.tinyworld import TinyWorld, TinyWorldConfig, tinyworld_dataset
 from ..evaluation import evaluate_model
 from ..tokenization import load_tokenizer, save_tokenizer, train_tokenizer
@@ -103,4 +109,21 @@ def prepare_training_data(
     return TrainingData(tokenizer, blocks(train), blocks(validation), validation, heldout, floor, trained)
 
 
-__all__ = ["TrainingData", "prepare_training_data", "tinyworld_config", "tinyworld_validation_documents"]
+def training_collator(
+    data: TrainingData, data_args: DataArguments, attn_implementation: str, batch_size: int
+) -> DataCollatorForCausalLM:
+    """The collator of a run: packed blocks stacked, or flattened into one row with their document boundaries (flash
+    attention kernels; `--flatten_batches`), whose boundary tensors have a fixed size for the whole run."""
+    if not data_args.flattens(attn_implementation):
+        return DataCollatorForCausalLM(data.tokenizer.pad_token_id)
+    max_documents = batch_size * documents_per_block(data.train_blocks)
+    return DataCollatorForCausalLM(data.tokenizer.pad_token_id, flatten=True, max_documents=max_documents)
+
+
+__all__ = [
+    "TrainingData",
+    "prepare_training_data",
+    "tinyworld_config",
+    "tinyworld_validation_documents",
+    "training_collator",
+]

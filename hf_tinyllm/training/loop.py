@@ -11,8 +11,9 @@ import platform
 import signal
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
@@ -21,7 +22,6 @@ from accelerate.utils import ProjectConfiguration, is_tensorboard_available, set
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data.packing import DataCollatorForCausalLM
 from ..errors import UserError
 from .arguments import (
     DataArguments,
@@ -33,7 +33,7 @@ from .arguments import (
 )
 from .artifacts import save_final_model
 from .checkpoint import TrainingProgress, resolve_checkpoint, save_checkpoint
-from .data import prepare_training_data
+from .data import prepare_training_data, training_collator
 from .manifest import model_fingerprint
 from .model import build_training_model
 from .optim import build_optimizers, build_schedulers
@@ -119,9 +119,10 @@ def _batches(accelerator: Accelerator, dataloader, progress: TrainingProgress):
 def accumulate_gradients(accelerator: Accelerator, model: torch.nn.Module, micro_batches: list[dict]) -> torch.Tensor:
     """Forward and backward over the micro-batches of one optimizer step on every process. The gradients left on the
     parameters are those of the mean next-token loss over all the step's labels (-100 excluded) on all processes,
-    however unevenly the labels fall into micro-batches and processes; returns that loss (a scalar tensor)."""
-    local_items = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro_batches)
-    num_items = accelerator.reduce(torch.tensor(local_items, device=accelerator.device), "sum")
+    however unevenly the labels fall into micro-batches and processes; returns that loss (a scalar tensor). The label
+    count stays on the device: nothing here waits for it."""
+    local_items = torch.stack([(b["labels"][:, 1:] != -100).sum() for b in micro_batches]).sum()
+    num_items = accelerator.reduce(local_items, "sum")
     step_loss = torch.zeros((), device=accelerator.device)
     for i, batch in enumerate(micro_batches):
         last = i == len(micro_batches) - 1
@@ -132,12 +133,101 @@ def accumulate_gradients(accelerator: Accelerator, model: torch.nn.Module, micro
     return accelerator.reduce(step_loss, "sum")
 
 
+@dataclass
+class StepResult:
+    """What one optimizer step leaves on the device; read back (a host sync) only when something looks at it."""
+
+    loss: torch.Tensor
+    grad_norm: torch.Tensor | None  # the global norm before clipping (None under DeepSpeed, whose engine clips)
+    finite: torch.Tensor  # bool: the loss and, outside fp16 (the loss scaler's business), the gradient norm
+
+
+def training_step(
+    accelerator: Accelerator, model: torch.nn.Module, micro_batches: list[dict], max_grad_norm: float
+) -> StepResult:
+    """Gradients of one optimizer step and their clipping; no update yet, and no host-device synchronisation."""
+    loss = accumulate_gradients(accelerator, model, micro_batches)
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm if max_grad_norm > 0 else float("inf"))
+    finite = torch.isfinite(loss)
+    if grad_norm is not None and accelerator.mixed_precision != "fp16":
+        finite = finite & torch.isfinite(torch.as_tensor(grad_norm, device=loss.device))
+    return StepResult(loss, grad_norm, finite)
+
+
+def apply_update(optimizers: list, schedulers: list) -> None:
+    for optimizer, scheduler in zip(optimizers, schedulers, strict=True):
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+class NonFiniteWatch:
+    """Non-finite steps, kept on the device and looked at only when the loop does periodic work (before any
+    evaluation or checkpoint, so a bad step never reaches a saved file): an ordinary step never waits for it.
+
+    A run that may skip bad steps (`--skip_nonfinite_steps N`) must decide before each update, so there the check
+    reads the flag every step: one host sync per step, the price of skipping."""
+
+    def __init__(self, allowed_skips: int, output_dir: Path) -> None:
+        self.allowed_skips = allowed_skips
+        self.output_dir = output_dir
+        self.first_bad_step: torch.Tensor | None = None  # 0 while every step was finite
+
+    def skip_now(self, result: StepResult, progress: TrainingProgress) -> bool:
+        """Only with skips allowed: whether to drop this step's update (and raise past the allowance)."""
+        if not self.allowed_skips or bool(result.finite):
+            return False
+        progress.skipped_steps += 1
+        if progress.skipped_steps > self.allowed_skips:
+            self._raise(f"loss={result.loss.item()}, grad_norm={_number(result.grad_norm)}", progress.step + 1)
+        print(f"Skipped step {progress.step + 1}: loss={result.loss.item()}, grad_norm={_number(result.grad_norm)}")
+        return True
+
+    def record(self, result: StepResult, step: int) -> None:
+        if self.allowed_skips:
+            return
+        first = torch.zeros((), dtype=torch.long, device=result.loss.device) if self.first_bad_step is None else (
+            self.first_bad_step)  # fmt: skip
+        self.first_bad_step = torch.where((first == 0) & ~result.finite, step, first)
+
+    def check_final(self) -> None:
+        if self.first_bad_step is not None and (step := int(self.first_bad_step)):
+            self._raise("before the final checkpoint", step)
+
+    def check(self, result: StepResult) -> None:
+        """Raise if a step since the start was not finite (a host sync: called at periodic work only)."""
+        if self.first_bad_step is not None and (step := int(self.first_bad_step)):
+            self._raise(f"loss={result.loss.item()}, grad_norm={_number(result.grad_norm)} at the last step", step)
+
+    def _raise(self, problem: str, step: int) -> None:
+        raise NonFiniteLossError(
+            f"Non-finite loss or gradient ({problem}) at step {step}; stopped without saving, so the last good "
+            f"checkpoint in {self.output_dir / 'checkpoints'} is intact. Lower the learning rate, use "
+            "--mixed_precision no, or allow skips with --skip_nonfinite_steps N."
+        )
+
+
+def _number(value: torch.Tensor | float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+class StepHooks:
+    """Per-step extras plug in here instead of growing the loop: subclass and pass `train(..., hooks=[...])`."""
+
+    def on_step_begin(self, step: int) -> None:
+        """Before step `step` (1-based) draws its batches."""
+
+    def on_step_end(self, step: int) -> None:
+        """After step `step`'s update, before the periodic work (logging, probes, evaluation, saving, stop)."""
+
+
 def train(
     model_args: ModelArguments,
     data_args: DataArguments,
     optim_args: OptimArguments,
     run_args: RunArguments,
     probe_args: ProbeArguments | None = None,
+    hooks: list[StepHooks] | None = None,
 ) -> dict:
     probe_args = probe_args or ProbeArguments()
     validate_train_arguments(model_args, data_args, optim_args, run_args, probe_args)
@@ -147,14 +237,43 @@ def train(
         mixed_precision=optim_args.mixed_precision,
         log_with=_trackers(run_args.report_to, output_dir),
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=torch.cuda.is_available()),
     )
     # One writer per run folder: the main process holds the lock for the whole run.
     with run_folder_lock(output_dir) if accelerator.is_main_process else nullcontext():
-        return _train(accelerator, output_dir, model_args, data_args, optim_args, run_args, probe_args)
+        run = _set_up(accelerator, output_dir, model_args, data_args, optim_args, run_args, probe_args)
+        _run_steps(run, hooks or [])
+        return _finish(run)
 
 
-def _train(
+@dataclass
+class TrainingRun:
+    """Everything the steps and the periodic work share, built once by `_set_up`."""
+
+    accelerator: Accelerator
+    output_dir: Path
+    args: tuple  # (model_args, data_args, optim_args, run_args, probe_args)
+    data: Any
+    probe: Any
+    model: torch.nn.Module
+    unwrapped: torch.nn.Module
+    optimizers: list
+    schedulers: list
+    batches: Any
+    progress: TrainingProgress
+    run_configuration: dict
+    parameters: int
+    flops_per_token: float
+    peak_flops: float
+    tokens_per_step: int
+    stop_at: int
+    history: list[dict] = field(default_factory=list)
+    last_eval: dict = field(default_factory=dict)
+    stopped_by: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+def _set_up(
     accelerator: Accelerator,
     output_dir: Path,
     model_args: ModelArguments,
@@ -162,7 +281,7 @@ def _train(
     optim_args: OptimArguments,
     run_args: RunArguments,
     probe_args: ProbeArguments,
-) -> dict:
+) -> TrainingRun:
     configure_sharding(accelerator, optim_args)
     set_seed(run_args.seed)
     if run_args.allow_tf32 and torch.cuda.is_available():
@@ -176,15 +295,16 @@ def _train(
     # What a checkpoint must be resumed with: the model's architecture and the data it is fed.
     run_configuration = {
         "model": model_fingerprint(model.config.to_dict()),
-        "data": {k: v for k, v in asdict(data_args).items() if k != "num_proc"},
+        "data": {k: v for k, v in asdict(data_args).items() if k not in ("num_proc", "flatten_batches")},
     }
     if run_args.gradient_checkpointing:
         model.activation_checkpointing_enable()
-    optimizers = build_optimizers(model, optim_args)
+    optimizers = build_optimizers(model, optim_args, accelerator.device)
     schedulers = build_schedulers(optimizers, optim_args)
     dataloader = DataLoader(
         data.train_blocks, batch_size=optim_args.per_device_batch_size, shuffle=True, drop_last=True,
-        collate_fn=DataCollatorForCausalLM(tokenizer.pad_token_id),
+        collate_fn=training_collator(data, data_args, model_args.attn_implementation, optim_args.per_device_batch_size),
+        **loader_workers(accelerator.device),
     )  # fmt: skip
     if len(dataloader) == 0:
         raise ValueError(
@@ -194,14 +314,13 @@ def _train(
     parameters = model.num_parameters()  # counted before prepare: ZeRO-3 leaves empty placeholders
     flops_per_token = training_flops_per_token(model.config, matmul_parameters(model), data_args.block_size)
     model, dataloader, *optimizers = accelerator.prepare(model, dataloader, *optimizers)
-    if run_args.torch_compile:
+    if run_args.compile_on(accelerator.device):
         model = torch.compile(model, backend=run_args.torch_compile_backend, mode=run_args.torch_compile_mode)
     progress = TrainingProgress()
     for obj in (*schedulers, progress):  # not prepared: Accelerate would step schedulers once per process
         accelerator.register_for_checkpointing(obj)
     config_values = {**asdict(model_args), **asdict(data_args), **asdict(optim_args), **asdict(run_args)}
     accelerator.init_trackers("tinyllm", config={k: v for k, v in config_values.items() if v is not None})
-    unwrapped = accelerator.unwrap_model(model)
     # The random stream of training (dropout) starts here, from the seed, whatever the setup drew from it (a first
     # import of an optional library may); a resumed run replaces it with the checkpoint's.
     set_seed(run_args.seed)
@@ -215,119 +334,143 @@ def _train(
     )  # fmt: skip
     peak = matmul_peak_flops(accelerator.device.type, torch.bfloat16 if optim_args.mixed_precision == "bf16" else
                              torch.float32) * accelerator.num_processes  # fmt: skip
-    history: list[dict] = []
-    last_eval: dict = {}
-    started = time.perf_counter()
-    batches = _batches(accelerator, dataloader, progress)
     stop_at = optim_args.max_steps if run_args.stop_after_steps is None else min(optim_args.max_steps,
                                                                                  run_args.stop_after_steps)  # fmt: skip
+    return TrainingRun(
+        accelerator, output_dir, (model_args, data_args, optim_args, run_args, probe_args), data, probe, model,
+        accelerator.unwrap_model(model), optimizers, schedulers, _batches(accelerator, dataloader, progress), progress,
+        run_configuration, parameters, flops_per_token, peak, tokens_per_step, stop_at,
+    )  # fmt: skip
+
+
+def loader_workers(device: torch.device) -> dict:
+    """On CUDA, a worker process collates ahead into pinned memory (copied with non_blocking); on a CPU, the main
+    process does (workers would compete with the step for the same cores)."""
+    if device.type != "cuda":
+        return {}
+    return {"num_workers": 1, "pin_memory": True, "persistent_workers": True}
+
+
+def _run_steps(run: TrainingRun, hooks: list[StepHooks]) -> None:
+    accelerator, progress = run.accelerator, run.progress
+    optim_args, run_args = run.args[2], run.args[3]
+    watch = NonFiniteWatch(run_args.skip_nonfinite_steps, run.output_dir)
     bar = tqdm(total=optim_args.max_steps, initial=progress.step, disable=not accelerator.is_local_main_process,
                desc="training", dynamic_ncols=True)  # fmt: skip
-    window_start, window_tokens = time.perf_counter(), 0
-
-    def evaluate_now() -> dict:
-        # Every process evaluates the full set: with sharded weights each forward gathers them from all processes.
-        unwrapped.eval()
-        metrics = data.evaluate(unwrapped, max_documents=run_args.eval_documents)
-        unwrapped.train()
-        return metrics if accelerator.is_main_process else {}
-
-    def checkpoint() -> Path:
-        return save_checkpoint(accelerator, output_dir, progress.step, run_args.save_total_limit, run_configuration)
-
-    def record_probe() -> None:
-        # The probe takes gradients and copies the model: on whole weights, on the main process.
-        record = measure_whole(
-            accelerator, model, optimizers, lambda m, opts: probe.measure(m, embedding_optimizer(opts, m))
-        )
-        accelerator.wait_for_everyone()
-        if record:
-            accelerator.log(record, step=progress.step)
-            history.append({"step": progress.step, **record})
-
-    if probe is not None and progress.step == 0:
-        record_probe()  # the untrained model: where every learning curve starts
-    model.train()
+    window = {"start": time.perf_counter(), "tokens": 0}
+    if run.probe is not None and progress.step == 0:
+        _record_probe(run)  # the untrained model: where every learning curve starts
+    run.model.train()
     with StopSignal() as stop:
-        while progress.step < stop_at:
+        while progress.step < run.stop_at:
+            for hook in hooks:
+                hook.on_step_begin(progress.step + 1)
             # Starting an epoch draws from the global generator (a worker seed; on several processes, a broadcast of
             # its state); keep data loading off the stream dropout draws from, since a resumed run starts its epoch
             # at another moment than the uninterrupted run did.
             with torch.random.fork_rng(devices=[]):
-                micro_batches = [next(batches) for _ in range(optim_args.gradient_accumulation_steps)]
-            step_loss = accumulate_gradients(accelerator, model, micro_batches)
-            max_norm = optim_args.max_grad_norm if optim_args.max_grad_norm > 0 else float("inf")
-            # The global norm before clipping (None under DeepSpeed, whose engine clips by its own config).
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
-            # A finite loss can still give non-finite gradients; with fp16 those are the loss scaler's business.
-            bad_gradient = (
-                grad_norm is not None
-                and optim_args.mixed_precision != "fp16"
-                and not torch.isfinite(torch.as_tensor(grad_norm))
-            )
-            if not torch.isfinite(step_loss) or bad_gradient:
-                for optimizer in optimizers:
+                micro_batches = [next(run.batches) for _ in range(optim_args.gradient_accumulation_steps)]
+            result = training_step(accelerator, run.model, micro_batches, optim_args.max_grad_norm)
+            if watch.skip_now(result, progress):
+                for optimizer in run.optimizers:
                     optimizer.zero_grad(set_to_none=True)
-                progress.skipped_steps += 1
-                problem = f"loss={step_loss.item()}, grad_norm={grad_norm}"
-                if progress.skipped_steps > run_args.skip_nonfinite_steps:
-                    bar.close()
-                    raise NonFiniteLossError(
-                        f"Non-finite loss or gradient ({problem}) at step {progress.step + 1}; stopped without "
-                        f"saving, so the last good checkpoint in {output_dir / 'checkpoints'} is intact. Lower the "
-                        "learning rate, use --mixed_precision no, or allow skips with --skip_nonfinite_steps N."
-                    )
-                accelerator.print(f"Skipped step {progress.step + 1}: {problem}")
                 continue
-            for optimizer, scheduler in zip(optimizers, schedulers, strict=True):
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+            apply_update(run.optimizers, run.schedulers)
             progress.step += 1
-            progress.tokens_seen += tokens_per_step
-            window_tokens += tokens_per_step
+            progress.tokens_seen += run.tokens_per_step
+            window["tokens"] += run.tokens_per_step
+            watch.record(result, progress.step)
             bar.update(1)
-
-            if progress.step % run_args.logging_steps == 0 or progress.step == stop_at:
-                seconds = time.perf_counter() - window_start
-                tokens_per_s = window_tokens / seconds
-                record = {
-                    "loss": step_loss.item(),
-                    "learning_rate": schedulers[-1].get_last_lr()[0],
-                    "grad_norm": None if grad_norm is None else float(grad_norm),
-                    "tokens_per_s": tokens_per_s,
-                    "mfu": tokens_per_s * flops_per_token / peak,
-                    "tokens_seen": progress.tokens_seen,
-                }
-                accelerator.log(record, step=progress.step)
-                history.append({"step": progress.step, **record})
-                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['learning_rate']:.1e}",
-                                tok_s=f"{tokens_per_s:.0f}", mfu=f"{record['mfu']:.1%}")  # fmt: skip
-                window_start, window_tokens = time.perf_counter(), 0
-            if probe is not None and progress.step % probe_args.probe_steps == 0:
-                record_probe()
-            if run_args.eval_steps and progress.step % run_args.eval_steps == 0 and progress.step < stop_at:
-                last_eval = evaluate_now()
-                _log_eval(accelerator, last_eval, progress.step, history)
-            if run_args.save_steps and progress.step % run_args.save_steps == 0:
-                checkpoint()
-            if _stop_agreed(accelerator, stop.received is not None):
+            for hook in hooks:
+                hook.on_step_end(progress.step)
+            if _periodic_work(run, result, watch, window, bar, stop.received is not None):
                 stop.received = stop.received or "a signal to another process"
                 accelerator.print(f"{stop.received} received: finishing at step {progress.step} with a checkpoint.")
                 break
     bar.close()
-    checkpoint()
+    watch.check_final()
+    run.stopped_by = stop.received
+    save_checkpoint(accelerator, run.output_dir, progress.step, run_args.save_total_limit, run.run_configuration)
+    if progress.step >= optim_args.max_steps:
+        run.last_eval = _evaluate(run)
+        _log_eval(accelerator, run.last_eval, progress.step, run.history)
+
+
+def _periodic_work(run: TrainingRun, result: StepResult, watch: NonFiniteWatch, window: dict, bar, stopping: bool):
+    """Logging, probes, evaluation, checkpoints and the agreement to stop, each at its own interval; returns whether
+    to stop. Only here does the loop read values back from the device."""
+    step, run_args, probe_args = run.progress.step, run.args[3], run.args[4]
+    last = step == run.stop_at
+    logging = (run_args.logging_steps and step % run_args.logging_steps == 0) or last
+    probing = run.probe is not None and step % probe_args.probe_steps == 0
+    evaluating = bool(run_args.eval_steps) and step % run_args.eval_steps == 0 and step < run.stop_at
+    saving = bool(run_args.save_steps) and step % run_args.save_steps == 0
+    if logging or probing or evaluating or saving:
+        watch.check(result)
+    if logging:
+        _log_step(run, result, window, bar)
+    if probing:
+        _record_probe(run)
+    if evaluating:
+        run.last_eval = _evaluate(run)
+        _log_eval(run.accelerator, run.last_eval, step, run.history)
+    if saving:
+        save_checkpoint(run.accelerator, run.output_dir, step, run_args.save_total_limit, run.run_configuration)
+    # Several processes agree at logging steps only (a collective and a read-back); one process asks its own flag.
+    if run.accelerator.num_processes == 1 or logging:
+        return _stop_agreed(run.accelerator, stopping)
+    return False
+
+
+def _log_step(run: TrainingRun, result: StepResult, window: dict, bar) -> None:
+    seconds = time.perf_counter() - window["start"]
+    tokens_per_s = window["tokens"] / seconds
+    record = {
+        "loss": result.loss.item(),
+        "learning_rate": run.schedulers[-1].get_last_lr()[0],
+        "grad_norm": _number(result.grad_norm),
+        "tokens_per_s": tokens_per_s,
+        "mfu": tokens_per_s * run.flops_per_token / run.peak_flops,
+        "tokens_seen": run.progress.tokens_seen,
+    }
+    run.accelerator.log(record, step=run.progress.step)
+    run.history.append({"step": run.progress.step, **record})
+    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['learning_rate']:.1e}",
+                    tok_s=f"{tokens_per_s:.0f}", mfu=f"{record['mfu']:.1%}")  # fmt: skip
+    window.update(start=time.perf_counter(), tokens=0)
+
+
+def _evaluate(run: TrainingRun) -> dict:
+    # Every process evaluates the full set: with sharded weights each forward gathers them from all processes.
+    run.unwrapped.eval()
+    metrics = run.data.evaluate(run.unwrapped, max_documents=run.args[3].eval_documents)
+    run.unwrapped.train()
+    return metrics if run.accelerator.is_main_process else {}
+
+
+def _record_probe(run: TrainingRun) -> None:
+    # The probe takes gradients and copies the model: on whole weights, on the main process.
+    record = measure_whole(
+        run.accelerator, run.model, run.optimizers, lambda m, opts: run.probe.measure(m, embedding_optimizer(opts, m))
+    )
+    run.accelerator.wait_for_everyone()
+    if record:
+        run.accelerator.log(record, step=run.progress.step)
+        run.history.append({"step": run.progress.step, **record})
+
+
+def _finish(run: TrainingRun) -> dict:
+    accelerator, progress = run.accelerator, run.progress
+    model_args, data_args, optim_args, run_args, _ = run.args
     finished = progress.step >= optim_args.max_steps
-    if finished:
-        last_eval = evaluate_now()
-        _log_eval(accelerator, last_eval, progress.step, history)
+    last_eval = run.last_eval
     summary = {
         "finished": finished,
-        "stopped_by": stop.received,
+        "stopped_by": run.stopped_by,
         "steps": progress.step,
         "tokens_seen": progress.tokens_seen,
         "skipped_steps": progress.skipped_steps,
-        "wall_time_s": time.perf_counter() - started,
+        "wall_time_s": time.perf_counter() - run.started,
         "final_metrics": {k: v for k, v in last_eval.items() if k != "arithmetic_examples"},
         "arithmetic_examples": last_eval.get("arithmetic_examples", []),
         "hardware": {
@@ -335,7 +478,7 @@ def _train(
             "distributed_type": str(accelerator.distributed_type), "mixed_precision": optim_args.mixed_precision,
             "torch": torch.__version__, "platform": platform.platform(), "processor": platform.processor(),
         },
-        "parameters": parameters,
+        "parameters": run.parameters,
         "hyperparameters": {
             "preset": model_args.preset if model_args.init_from is None else f"init_from {model_args.init_from}",
             "optimizer": optim_args.optimizer, "learning_rate": optim_args.learning_rate,
@@ -346,14 +489,14 @@ def _train(
             "mixed_precision": optim_args.mixed_precision, "seed": run_args.seed, "dataset": data_args.dataset,
         },
     }  # fmt: skip
-    final = whole_model(accelerator, model) if finished else None
+    final = whole_model(accelerator, run.model) if finished else None
     if finished and accelerator.is_main_process:
-        summary["model_dir"] = str(save_final_model(final, tokenizer, output_dir / "model", summary, history,
-                                                    data.floor_bits_per_byte))  # fmt: skip
+        summary["model_dir"] = str(save_final_model(final, run.data.tokenizer, run.output_dir / "model", summary,
+                                                    run.history, run.data.floor_bits_per_byte))  # fmt: skip
         if run_args.push_to_hub:
             from ..hub import push_folder
 
-            push_folder(output_dir / "model", run_args.hub_model_id)
+            push_folder(run.output_dir / "model", run_args.hub_model_id)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
@@ -378,4 +521,13 @@ def _log_eval(accelerator: Accelerator, metrics: dict, step: int, history: list[
     accelerator.print(f"step {step}: {shown}")
 
 
-__all__ = ["JsonlTracker", "NonFiniteLossError", "accumulate_gradients", "train"]
+__all__ = [
+    "JsonlTracker",
+    "NonFiniteLossError",
+    "StepHooks",
+    "StepResult",
+    "accumulate_gradients",
+    "apply_update",
+    "train",
+    "training_step",
+]

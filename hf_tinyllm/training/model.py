@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from ..presets import build_model
 from ..tokenization import match_model_to_tokenizer, model_overrides_for
 from .arguments import ModelArguments
+from .varlen_attention import register_varlen_attention
 
 
 def build_training_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
@@ -18,6 +19,7 @@ def build_training_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBas
     else:
         overrides = json.loads(args.model_overrides) if args.model_overrides else {}
         model = build_model(args.preset, **{**overrides, **model_overrides_for(tokenizer)})
+    register_varlen_attention()
     model.set_attn_implementation(args.attn_implementation)
     model.config.use_cache = False  # no KV cache while training (it would also disable packed-document masks)
     return model

@@ -31,10 +31,13 @@ def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     return groups
 
 
-def build_optimizers(model: nn.Module, args: OptimArguments) -> list[torch.optim.Optimizer]:
-    """One AdamW, or Muon (matrices) + AdamW (the rest): nanochat's and modded-nanogpt's split."""
+def build_optimizers(
+    model: nn.Module, args: OptimArguments, device: torch.device | None = None
+) -> list[torch.optim.Optimizer]:
+    """One AdamW, or Muon (matrices) + AdamW (the rest): nanochat's and modded-nanogpt's split. AdamW is fused on
+    CUDA: on `device`, the one the parameters will train on (they may still be on the CPU here, before `prepare`)."""
     groups = parameter_groups(model)
-    fused = all(p.is_cuda for p in model.parameters())
+    fused = device.type == "cuda" if device is not None else all(p.is_cuda for p in model.parameters())
     adamw = dict(lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, fused=fused)
     if args.optimizer == "adamw":
         decay = [{"params": groups["matrices"], "weight_decay": args.weight_decay},

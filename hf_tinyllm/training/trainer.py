@@ -11,14 +11,14 @@ import numpy as np
 import torch
 from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer, TrainingArguments, set_seed
 
-from ..data.packing import DataCollatorForCausalLM, check_block_size
+from ..data.packing import check_block_size
 from ..insight.learning import plot_learning_curves, probe_records
 from ..metrics import load_metric
 from ..model_card import LEARNING_CURVES_FILE, SUMMARY_FILE, TRAINING_LOG_FILE, write_model_card
 from ..tokenization import write_tokenizer_files
 from .arguments import DataArguments, ModelArguments, ProbeArguments
 from .artifacts import plot_loss_curve
-from .data import prepare_training_data
+from .data import prepare_training_data, training_collator
 from .model import build_training_model
 from .probes import ProbeCallback, build_probe
 
@@ -160,7 +160,9 @@ def run_trainer(
         args=training_args,
         train_dataset=data.train_blocks,
         eval_dataset=data.validation_blocks,
-        data_collator=DataCollatorForCausalLM(data.tokenizer.pad_token_id),
+        data_collator=training_collator(
+            data, data_args, model_args.attn_implementation, training_args.per_device_train_batch_size
+        ),
         processing_class=data.tokenizer,
         compute_metrics=CausalLMMetrics(data.tokenizer),
         preprocess_logits_for_metrics=keep_argmax_and_nll,
