@@ -2,6 +2,8 @@
 ATen operation, on CPU tensors), flattened batches that train exactly like stacked ones, and a compiled step with
 no graph breaks or recompiles as the documents per block change."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,8 @@ import torch._dynamo
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from conftest import tiny_model
-from test_training import assert_same_steps, small_run
+from safetensors.torch import load_file
+from test_training import assert_same_steps, losses, small_run
 
 from hf_tinyllm.data.packing import DataCollatorForCausalLM, document_position_ids
 from hf_tinyllm.training import parse_train_arguments, train
@@ -116,3 +119,31 @@ def test_flash_kernels_flatten_by_default_and_refuse_stacked_documents(implement
                        "needs --flatten_batches true"):  # fmt: skip
         parse_train_arguments(["--attn_implementation", implementation, "--flatten_batches", "false"])
     assert not parse_train_arguments(["--attn_implementation", "sdpa"])[1].flattens("sdpa")
+
+
+def test_chunked_cross_entropy_trains_like_the_plain_loss(tmp_path, tokenizer_dir):
+    runs = {}
+    for name, size in (("plain", "0"), ("chunked", "40")):  # 4 x 32 tokens per micro-batch: 4 chunks, one short
+        AcceleratorState._reset_state(reset_partial_state=True)
+        runs[name] = tmp_path / name
+        train(*parse_train_arguments(small_run(runs[name], tokenizer_dir, "--cross_entropy_chunk_size", size)))
+    assert_same_steps(runs["plain"], runs["chunked"], rel=1e-5)
+    saved = json.loads((runs["chunked"] / "model" / "config.json").read_text())
+    assert saved.get("cross_entropy_chunk_size", 0) == 0  # a training-time choice, not saved with the model
+
+
+def test_bf16_weights_train_within_bf16_precision_of_fp32(tmp_path, tokenizer_dir):
+    runs = {}
+    for name, dtype in (("fp32", "float32"), ("bf16", "bfloat16")):
+        AcceleratorState._reset_state(reset_partial_state=True)
+        runs[name] = tmp_path / name
+        argv = small_run(runs[name], tokenizer_dir, "--param_dtype", dtype, "--mixed_precision", "bf16")
+        summary = train(*parse_train_arguments(argv))
+        assert summary["finished"]
+    plain, half = losses(runs["fp32"]), losses(runs["bf16"])
+    assert plain.keys() == half.keys()
+    for step in plain:
+        assert half[step] == pytest.approx(plain[step], rel=2e-2), step  # bf16 keeps 8 bits of mantissa
+    assert half != plain  # the switch does change the arithmetic
+    weights = load_file(runs["bf16"] / "model" / "model.safetensors")
+    assert {w.dtype for w in weights.values()} == {torch.bfloat16}

@@ -11,6 +11,7 @@ from transformers import HfArgumentParser, SchedulerType
 
 OPTIMIZERS = ("adamw", "muon")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
+PARAM_DTYPES = ("float32", "bfloat16")
 ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention", "flash_attention_2", "torch_varlen")
 # The kernels that take packed documents' boundaries only from a flattened batch (cu_seq_lens), never from a mask.
 FLASH_IMPLEMENTATIONS = ("flash_attention_2", "torch_varlen")
@@ -34,12 +35,25 @@ class ModelArguments:
         },
     )
 
+    param_dtype: str = field(
+        default="float32",
+        metadata={"help": "float32, or bfloat16: weights and AdamW state in bf16 (half the memory), next to "
+                  "--mixed_precision bf16's autocast."},
+    )  # fmt: skip
+    cross_entropy_chunk_size: int = field(
+        default=0,
+        metadata={"help": "Compute the training loss in chunks of N tokens, never holding fp32 logits over the whole "
+                  "vocabulary (the model's chunked linear cross-entropy); 0: the plain loss."},
+    )  # fmt: skip
+
     def __post_init__(self) -> None:
         from ..presets import PRESETS
 
         if self.init_from is None and self.preset not in PRESETS:
             raise ValueError(f"--preset {self.preset!r} is unknown; choose one of {sorted(PRESETS)}.")
         _check_choice("attn_implementation", self.attn_implementation, ATTENTION_IMPLEMENTATIONS)
+        _check_choice("param_dtype", self.param_dtype, PARAM_DTYPES)
+        _check_at_least("cross_entropy_chunk_size", self.cross_entropy_chunk_size, 0)
         if self.model_overrides is not None:
             try:
                 overrides = json.loads(self.model_overrides)
@@ -80,7 +94,8 @@ class DataArguments:
     flatten_batches: bool | None = field(
         default=None,
         metadata={"help": "Feed each micro-batch as one row with its documents' boundaries (cu_seq_lens), as flash "
-                  "kernels need; default: on with flash_attention_2 and torch_varlen, off otherwise."},
+                  "kernels need; default: on with flash_attention_2 and torch_varlen, off otherwise.", "nargs": "?",
+                  "const": True},
     )  # fmt: skip
     validation_fraction: float = field(
         default=0.02, metadata={"help": "Held out when the data has no validation split."}
@@ -177,8 +192,10 @@ class RunArguments:
         default=0, metadata={"help": "Non-finite losses to skip (no update) before stopping; 0 stops at the first."}
     )
     torch_compile: bool | None = field(
-        default=None, metadata={"help": "Compile the model (torch.compile); default: on CUDA, off on a CPU."}
-    )
+        default=None,  # nargs/const: a bare `--torch_compile` means true, as for the other switches
+        metadata={"help": "Compile the model (torch.compile); default: on CUDA, off on a CPU.", "nargs": "?",
+                  "const": True},
+    )  # fmt: skip
     torch_compile_backend: str = field(
         default="inductor", metadata={"help": "torch.compile backend (as TrainingArguments): inductor, aot_eager, ..."}
     )

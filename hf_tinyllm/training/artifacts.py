@@ -23,6 +23,7 @@ def save_final_model(
     floor_bits_per_byte: float | None = None,
 ) -> Path:
     model.config.use_cache = True  # training turned it off; generation wants it
+    model.config.cross_entropy_chunk_size = 0  # a training-time choice: the saved model computes the plain loss
     with atomic_directory(path) as tmp:
         model.save_pretrained(tmp)
         write_tokenizer_files(tokenizer, tmp)

@@ -172,6 +172,7 @@ class NonFiniteWatch:
         self.allowed_skips = allowed_skips
         self.output_dir = output_dir
         self.first_bad_step: torch.Tensor | None = None  # 0 while every step was finite
+        self.last: StepResult | None = None
 
     def skip_now(self, result: StepResult, progress: TrainingProgress) -> bool:
         """Only with skips allowed: whether to drop this step's update (and raise past the allowance)."""
@@ -184,20 +185,19 @@ class NonFiniteWatch:
         return True
 
     def record(self, result: StepResult, step: int) -> None:
+        self.last = result
         if self.allowed_skips:
             return
-        first = torch.zeros((), dtype=torch.long, device=result.loss.device) if self.first_bad_step is None else (
-            self.first_bad_step)  # fmt: skip
-        self.first_bad_step = torch.where((first == 0) & ~result.finite, step, first)
+        if self.first_bad_step is None:
+            self.first_bad_step = torch.zeros((), dtype=torch.long, device=result.loss.device)
+        first_bad_now = (self.first_bad_step == 0) & ~result.finite
+        self.first_bad_step = torch.where(first_bad_now, step, self.first_bad_step)
 
-    def check_final(self) -> None:
+    def check(self) -> None:
+        """Raise if any step so far was not finite (a host sync: called at periodic work and at the end only)."""
         if self.first_bad_step is not None and (step := int(self.first_bad_step)):
-            self._raise("before the final checkpoint", step)
-
-    def check(self, result: StepResult) -> None:
-        """Raise if a step since the start was not finite (a host sync: called at periodic work only)."""
-        if self.first_bad_step is not None and (step := int(self.first_bad_step)):
-            self._raise(f"loss={result.loss.item()}, grad_norm={_number(result.grad_norm)} at the last step", step)
+            last = f"loss={self.last.loss.item()}, grad_norm={_number(self.last.grad_norm)} at the last step"
+            self._raise(last, step)
 
     def _raise(self, problem: str, step: int) -> None:
         raise NonFiniteLossError(
@@ -252,7 +252,11 @@ class TrainingRun:
 
     accelerator: Accelerator
     output_dir: Path
-    args: tuple  # (model_args, data_args, optim_args, run_args, probe_args)
+    model_args: ModelArguments
+    data_args: DataArguments
+    optim_args: OptimArguments
+    run_args: RunArguments
+    probe_args: ProbeArguments
     data: Any
     probe: Any
     model: torch.nn.Module
@@ -337,7 +341,7 @@ def _set_up(
     stop_at = optim_args.max_steps if run_args.stop_after_steps is None else min(optim_args.max_steps,
                                                                                  run_args.stop_after_steps)  # fmt: skip
     return TrainingRun(
-        accelerator, output_dir, (model_args, data_args, optim_args, run_args, probe_args), data, probe, model,
+        accelerator, output_dir, model_args, data_args, optim_args, run_args, probe_args, data, probe, model,
         accelerator.unwrap_model(model), optimizers, schedulers, _batches(accelerator, dataloader, progress), progress,
         run_configuration, parameters, flops_per_token, peak, tokens_per_step, stop_at,
     )  # fmt: skip
@@ -353,7 +357,7 @@ def loader_workers(device: torch.device) -> dict:
 
 def _run_steps(run: TrainingRun, hooks: list[StepHooks]) -> None:
     accelerator, progress = run.accelerator, run.progress
-    optim_args, run_args = run.args[2], run.args[3]
+    optim_args, run_args = run.optim_args, run.run_args
     watch = NonFiniteWatch(run_args.skip_nonfinite_steps, run.output_dir)
     bar = tqdm(total=optim_args.max_steps, initial=progress.step, disable=not accelerator.is_local_main_process,
                desc="training", dynamic_ncols=True)  # fmt: skip
@@ -388,7 +392,7 @@ def _run_steps(run: TrainingRun, hooks: list[StepHooks]) -> None:
                 accelerator.print(f"{stop.received} received: finishing at step {progress.step} with a checkpoint.")
                 break
     bar.close()
-    watch.check_final()
+    watch.check()
     run.stopped_by = stop.received
     save_checkpoint(accelerator, run.output_dir, progress.step, run_args.save_total_limit, run.run_configuration)
     if progress.step >= optim_args.max_steps:
@@ -399,14 +403,14 @@ def _run_steps(run: TrainingRun, hooks: list[StepHooks]) -> None:
 def _periodic_work(run: TrainingRun, result: StepResult, watch: NonFiniteWatch, window: dict, bar, stopping: bool):
     """Logging, probes, evaluation, checkpoints and the agreement to stop, each at its own interval; returns whether
     to stop. Only here does the loop read values back from the device."""
-    step, run_args, probe_args = run.progress.step, run.args[3], run.args[4]
+    step, run_args, probe_args = run.progress.step, run.run_args, run.probe_args
     last = step == run.stop_at
     logging = (run_args.logging_steps and step % run_args.logging_steps == 0) or last
     probing = run.probe is not None and step % probe_args.probe_steps == 0
     evaluating = bool(run_args.eval_steps) and step % run_args.eval_steps == 0 and step < run.stop_at
     saving = bool(run_args.save_steps) and step % run_args.save_steps == 0
     if logging or probing or evaluating or saving:
-        watch.check(result)
+        watch.check()
     if logging:
         _log_step(run, result, window, bar)
     if probing:
@@ -443,7 +447,7 @@ def _log_step(run: TrainingRun, result: StepResult, window: dict, bar) -> None:
 def _evaluate(run: TrainingRun) -> dict:
     # Every process evaluates the full set: with sharded weights each forward gathers them from all processes.
     run.unwrapped.eval()
-    metrics = run.data.evaluate(run.unwrapped, max_documents=run.args[3].eval_documents)
+    metrics = run.data.evaluate(run.unwrapped, max_documents=run.run_args.eval_documents)
     run.unwrapped.train()
     return metrics if run.accelerator.is_main_process else {}
 
@@ -461,7 +465,7 @@ def _record_probe(run: TrainingRun) -> None:
 
 def _finish(run: TrainingRun) -> dict:
     accelerator, progress = run.accelerator, run.progress
-    model_args, data_args, optim_args, run_args, _ = run.args
+    model_args, data_args, optim_args, run_args = run.model_args, run.data_args, run.optim_args, run.run_args
     finished = progress.step >= optim_args.max_steps
     last_eval = run.last_eval
     summary = {

@@ -15,6 +15,7 @@ RUNTIME_CONFIG_FIELDS = {
     "transformers_version",
     "use_cache",
     "dtype",
+    "cross_entropy_chunk_size",
     "torch_dtype",
     "architectures",
     "auto_map",

@@ -22,4 +22,5 @@ def build_training_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBas
     register_varlen_attention()
     model.set_attn_implementation(args.attn_implementation)
     model.config.use_cache = False  # no KV cache while training (it would also disable packed-document masks)
-    return model
+    model.config.cross_entropy_chunk_size = args.cross_entropy_chunk_size
+    return model.to(getattr(torch, args.param_dtype))
