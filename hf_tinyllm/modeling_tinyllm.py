@@ -1,9 +1,9 @@
 """TinyLLM: a small decoder-only language model in the transformers 5.x Llama skeleton.
 
 Reads top to bottom: norms -> rotary embedding -> MLPs -> attention -> decoder layer -> PreTrainedModel -> Model ->
-ForCausalLM -> task heads (sequence and token classification, question answering). Self-contained (torch +
-transformers, relative imports only) because `save_pretrained` copies this file next to the weights and
-`from_pretrained(..., trust_remote_code=True)` runs it without the hf_tinyllm package.
+chunked cross-entropy -> ForCausalLM -> task heads (sequence and token classification, question answering).
+Self-contained (torch + transformers, relative imports only) because `save_pretrained` copies this file next to the
+weights and `from_pretrained(..., trust_remote_code=True)` runs it without the hf_tinyllm package.
 """
 
 import inspect
@@ -523,6 +523,87 @@ class TinyLLMModel(TinyLLMPreTrainedModel):
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), **{CACHE_OUTPUT_NAME: cache})
 
 
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Cross-entropy of `hidden @ weight.T` against `targets`, `chunk_size` rows at a time (Liger's fused linear
+    cross-entropy): each chunk's logits are upcast to fp32, reduced to its NLL and, right away, to its gradients with
+    respect to hidden and weight, so no (N, V) tensor ever exists and backward only scales the stored gradients.
+
+    hidden (N, H), weight (V, H), targets (N,) already shifted; `denominator` divides the summed NLL (a number, or a
+    0-dim tensor on hidden's device). Returns the 0-dim fp32 loss.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        denominator: torch.Tensor | float,
+        ignore_index: int,
+        chunk_size: int,
+    ) -> torch.Tensor:
+        grad_hidden_needed, grad_weight_needed = ctx.needs_input_grad[:2]
+        grad_hidden = torch.empty_like(hidden) if grad_hidden_needed else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if grad_weight_needed else None
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk_size):
+            hidden_chunk, target = hidden[start : start + chunk_size], targets[start : start + chunk_size]
+            logits = hidden_chunk @ weight.T  # (C, V) in the input (or autocast) dtype
+            compute_dtype = logits.dtype
+            logits = logits.float()
+            valid = target != ignore_index
+            target = torch.where(valid, target, 0).unsqueeze(1)
+            logsumexp = torch.logsumexp(logits, dim=-1, keepdim=True)
+            total += ((logsumexp - logits.gather(1, target)).squeeze(1) * valid).sum()
+            if not (grad_hidden_needed or grad_weight_needed):
+                continue
+            # d(loss)/d(logits) = (softmax - onehot) / denominator on counted rows, zero on ignored ones
+            grad_logits = logits.sub_(logsumexp).exp_()
+            grad_logits.scatter_add_(1, target, torch.full_like(logits[:, :1], -1.0))
+            grad_logits.mul_((valid / denominator).unsqueeze(1))
+            grad_logits = grad_logits.to(compute_dtype)
+            if grad_hidden is not None:
+                grad_hidden[start : start + chunk_size] = grad_logits @ weight
+            if grad_weight is not None:
+                grad_weight += (grad_logits.T @ hidden_chunk).float()
+        ctx.save_for_backward(grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype))
+        return total / denominator
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        grad_hidden, grad_weight = ctx.saved_tensors
+        grad_hidden = None if grad_hidden is None else grad_hidden * grad_output
+        grad_weight = None if grad_weight is None else grad_weight * grad_output
+        return grad_hidden, grad_weight, None, None, None, None
+
+
+def chunked_linear_cross_entropy(
+    hidden_states: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    ignore_index: int = -100,
+    chunk_size: int = 1024,
+    shift_labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """transformers' `ForCausalLMLoss(logits=hidden_states @ weight.T, labels, ...)` without the logits: fp32 loss,
+    labels shifted inside unless `shift_labels` is given, the summed NLL divided by `num_items_in_batch` or, without
+    it, averaged over the tokens not labelled `ignore_index` (see `ChunkedLinearCrossEntropy`). No host sync."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer.")
+    if shift_labels is None:
+        shift_labels = nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
+    targets = shift_labels.reshape(-1).to(hidden.device)
+    if num_items_in_batch is None:
+        denominator = (targets != ignore_index).sum().clamp(min=1)
+    elif torch.is_tensor(num_items_in_batch):
+        denominator = num_items_in_batch.to(hidden.device)
+    else:
+        denominator = num_items_in_batch
+    return ChunkedLinearCrossEntropy.apply(hidden, weight, targets, denominator, ignore_index, chunk_size)
+
+
 class TinyLLMForCausalLM(TinyLLMPreTrainedModel, GenerationMixin):
     """TinyLLM with a language-modelling head; `labels` (B, T) are the inputs themselves, shifted inside the loss."""
 
@@ -561,12 +642,23 @@ class TinyLLMForCausalLM(TinyLLMPreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
-        logits = self.lm_head(hidden_states)  # (B, T', V)
-
-        loss = None
-        if labels is not None:
-            # `**kwargs` carries the Trainer's `num_items_in_batch`, which makes gradient accumulation token-exact.
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        whole_sequence = isinstance(logits_to_keep, int) and logits_to_keep == 0
+        logits = loss = None
+        if labels is not None and self.training and whole_sequence and self.config.cross_entropy_chunk_size > 0:
+            # Training never reads the logits (transformers' Liger path skips them too): the loss alone, by chunks.
+            loss = chunked_linear_cross_entropy(
+                hidden_states,
+                self.lm_head.weight,
+                labels,
+                num_items_in_batch=kwargs.get("num_items_in_batch"),
+                chunk_size=self.config.cross_entropy_chunk_size,
+                shift_labels=kwargs.get("shift_labels"),
+            )
+        else:
+            logits = self.lm_head(hidden_states)  # (B, T', V)
+            if labels is not None:
+                # `**kwargs` carries the Trainer's `num_items_in_batch`, which makes gradient accumulation token-exact.
+                loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
 
         return CausalLMOutputWithPast(
             loss=loss,

@@ -121,12 +121,18 @@ def test_flash_kernels_flatten_by_default_and_refuse_stacked_documents(implement
     assert not parse_train_arguments(["--attn_implementation", "sdpa"])[1].flattens("sdpa")
 
 
-def test_chunked_cross_entropy_trains_like_the_plain_loss(tmp_path, tokenizer_dir):
+def test_chunked_cross_entropy_trains_like_the_plain_loss(tmp_path, tokenizer_dir, monkeypatch):
+    import hf_tinyllm.modeling_tinyllm as modeling
+
+    calls = []
+    chunked = modeling.chunked_linear_cross_entropy
+    monkeypatch.setattr(modeling, "chunked_linear_cross_entropy", lambda *a, **k: calls.append(1) or chunked(*a, **k))
     runs = {}
     for name, size in (("plain", "0"), ("chunked", "40")):  # 4 x 32 tokens per micro-batch: 4 chunks, one short
         AcceleratorState._reset_state(reset_partial_state=True)
         runs[name] = tmp_path / name
         train(*parse_train_arguments(small_run(runs[name], tokenizer_dir, "--cross_entropy_chunk_size", size)))
+        assert len(calls) == (8 if name == "chunked" else 0), name  # one loss per training step, in training only
     assert_same_steps(runs["plain"], runs["chunked"], rel=1e-5)
     saved = json.loads((runs["chunked"] / "model" / "config.json").read_text())
     assert saved.get("cross_entropy_chunk_size", 0) == 0  # a training-time choice, not saved with the model

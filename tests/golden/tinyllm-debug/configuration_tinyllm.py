@@ -8,7 +8,7 @@ from transformers.activations import ACT2FN
 
 # The hf_tinyllm release this file belongs to (the package's `__version__`). Saved folders record it in config.json
 # as `tinyllm_code_version`, so `tinyllm refresh-code` can tell which code a folder or Hub repository carries.
-TINYLLM_CODE_VERSION = "0.2.0"
+TINYLLM_CODE_VERSION = "0.3.0"
 # The oldest and newest transformers releases this code is tested on (CI: constraints/, README "Tested versions").
 TESTED_TRANSFORMERS = ("5.23.0", "5.25.0")
 
@@ -72,6 +72,9 @@ class TinyLLMConfig(PreTrainedConfig):
         attention_bias: biases on q/k/v/o projections.
         mlp_bias: biases on the MLP projections.
         qk_norm: normalise queries and keys per head before RoPE (OLMo-2 / Qwen3 style), which steadies training.
+        cross_entropy_chunk_size: in training with labels, compute the loss from the hidden states this many tokens
+            at a time (`chunked_linear_cross_entropy`), never holding fp32 logits over the whole vocabulary, and
+            return no logits; 0 (default) computes the full logits and transformers' loss.
     """
 
     model_type = "tinyllm"
@@ -125,6 +128,7 @@ class TinyLLMConfig(PreTrainedConfig):
         attention_bias=False,
         mlp_bias=False,
         qk_norm=False,
+        cross_entropy_chunk_size=0,
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -156,6 +160,7 @@ class TinyLLMConfig(PreTrainedConfig):
         self.attention_bias = attention_bias
         self.mlp_bias = mlp_bias
         self.qk_norm = qk_norm
+        self.cross_entropy_chunk_size = cross_entropy_chunk_size
         rope_scaling = kwargs.pop("rope_scaling", None)
         if rope_scaling is not None and rope_parameters is not None and rope_scaling != rope_parameters:
             raise ValueError(
@@ -242,6 +247,12 @@ class TinyLLMConfig(PreTrainedConfig):
             raise ValueError(f"rms_norm_eps={self.rms_norm_eps!r} must be > 0; use e.g. 1e-6 (RMSNorm) or 1e-5.")
         if not self.initializer_range > 0:
             raise ValueError(f"initializer_range={self.initializer_range!r} must be > 0; the usual value is 0.02.")
+        chunk = self.cross_entropy_chunk_size
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
+            raise ValueError(
+                f"cross_entropy_chunk_size={chunk!r} must be an integer >= 0; use e.g. 4096 to compute the training "
+                "loss by chunks of tokens, or 0 for the full logits."
+            )
         for name in ("attention_dropout", "residual_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:

@@ -1,9 +1,9 @@
 """TinyLLM: a small decoder-only language model in the transformers 5.x Llama skeleton.
 
 Reads top to bottom: norms -> rotary embedding -> MLPs -> attention -> decoder layer -> PreTrainedModel -> Model ->
-ForCausalLM -> task heads (sequence and token classification, question answering). Self-contained (torch +
-transformers, relative imports only) because `save_pretrained` copies this file next to the weights and
-`from_pretrained(..., trust_remote_code=True)` runs it without the hf_tinyllm package.
+chunked cross-entropy -> ForCausalLM -> task heads (sequence and token classification, question answering).
+Self-contained (torch + transformers, relative imports only) because `save_pretrained` copies this file next to the
+weights and `from_pretrained(..., trust_remote_code=True)` runs it without the hf_tinyllm package.
 """
 
 import inspect
@@ -95,6 +95,31 @@ def resolve_cache(cache: Cache | None, past_key_values: Cache | None, kwargs: di
 def output_cache(outputs: BaseModelOutputWithPast) -> Cache | None:
     """The KV cache a model output carries, whatever the installed transformers calls the field."""
     return getattr(outputs, CACHE_OUTPUT_NAME)
+
+
+def same_document_mask(position_ids: torch.Tensor) -> Callable:
+    """A mask function (transformers' `and_mask_function`) that keeps each query inside its own document, a document
+    being a run of positions that grow by one: (B, T) positions restarting at every packed document's start."""
+    previous = torch.cat([position_ids[:, :1] - 1, position_ids[:, :-1]], dim=-1)
+    documents = (position_ids != previous + 1).cumsum(-1)  # (B, T): the document index of each token
+
+    def same_document(batch_idx: torch.Tensor, head_idx: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor):
+        return documents[batch_idx, q_idx] == documents[batch_idx, kv_idx]
+
+    return same_document
+
+
+def refuse_flash_across_documents(attn_implementation: str | None, batch_size: int, kwargs: dict) -> None:
+    """Flash kernels take document boundaries only as `cu_seq_lens_q/k`; from position ids transformers finds them
+    only in a batch of one row, so rows of packed documents would silently attend across documents."""
+    flash = "flash" in str(attn_implementation) or "varlen" in str(attn_implementation)
+    if flash and kwargs.get("cu_seq_lens_q") is None:
+        raise ValueError(
+            f"{attn_implementation} cannot keep packed documents apart in a batch of {batch_size} rows with "
+            "position ids: flatten the batch into one row with its boundaries (DataCollatorForCausalLM("
+            "flatten=True), --flatten_batches true), pass cu_seq_lens_q/k and max_length_q/k, or leave out "
+            "position_ids if the rows are not packed documents."
+        )
 
 
 class TinyLLMRMSNorm(nn.Module):
@@ -450,19 +475,27 @@ class TinyLLMModel(TinyLLMPreTrainedModel):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # (B, T, C)
+        positions_given = position_ids is not None
         if position_ids is None:
             past_seen_tokens = cache.get_seq_length() if cache is not None else 0
             position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen_tokens
             position_ids = position_ids.unsqueeze(0)  # (1, T)
 
         # The mask sees the caller's cache, not one created here: an empty new cache sizes the mask exactly as no
-        # cache does, but transformers only detects packed documents (positions restarting at 0) without a cache,
-        # so creating the cache first would let packed documents attend to each other when `use_cache=True`.
+        # cache does, but packed documents (positions restarting) are only kept apart without a cache, so creating
+        # the cache first would let packed documents attend to each other when `use_cache=True`.
+        if positions_given and attention_mask is None and cache is None and inputs_embeds.shape[0] > 1:
+            refuse_flash_across_documents(self.config._attn_implementation, inputs_embeds.shape[0], kwargs)
+        mask_arguments = {"position_ids": position_ids}
+        if positions_given and attention_mask is None and cache is None:
+            # Packed documents, told apart on the device: transformers' own detection reads a tensor in a Python
+            # `if` (a host sync in every forward) and gives the same mask.
+            mask_arguments = {"position_ids": None, "and_mask_function": same_document_mask(position_ids)}
         causal_mask = create_causal_mask(
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            position_ids=position_ids,
+            **mask_arguments,
             **{MASK_CACHE_ARGUMENT: cache},
         )
         if use_cache and cache is None:
@@ -488,6 +521,87 @@ class TinyLLMModel(TinyLLMPreTrainedModel):
             )
 
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), **{CACHE_OUTPUT_NAME: cache})
+
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Cross-entropy of `hidden @ weight.T` against `targets`, `chunk_size` rows at a time (Liger's fused linear
+    cross-entropy): each chunk's logits are upcast to fp32, reduced to its NLL and, right away, to its gradients with
+    respect to hidden and weight, so no (N, V) tensor ever exists and backward only scales the stored gradients.
+
+    hidden (N, H), weight (V, H), targets (N,) already shifted; `denominator` divides the summed NLL (a number, or a
+    0-dim tensor on hidden's device). Returns the 0-dim fp32 loss.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        denominator: torch.Tensor | float,
+        ignore_index: int,
+        chunk_size: int,
+    ) -> torch.Tensor:
+        grad_hidden_needed, grad_weight_needed = ctx.needs_input_grad[:2]
+        grad_hidden = torch.empty_like(hidden) if grad_hidden_needed else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if grad_weight_needed else None
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk_size):
+            hidden_chunk, target = hidden[start : start + chunk_size], targets[start : start + chunk_size]
+            logits = hidden_chunk @ weight.T  # (C, V) in the input (or autocast) dtype
+            compute_dtype = logits.dtype
+            logits = logits.float()
+            valid = target != ignore_index
+            target = torch.where(valid, target, 0).unsqueeze(1)
+            logsumexp = torch.logsumexp(logits, dim=-1, keepdim=True)
+            total += ((logsumexp - logits.gather(1, target)).squeeze(1) * valid).sum()
+            if not (grad_hidden_needed or grad_weight_needed):
+                continue
+            # d(loss)/d(logits) = (softmax - onehot) / denominator on counted rows, zero on ignored ones
+            grad_logits = logits.sub_(logsumexp).exp_()
+            grad_logits.scatter_add_(1, target, torch.full_like(logits[:, :1], -1.0))
+            grad_logits.mul_((valid / denominator).unsqueeze(1))
+            grad_logits = grad_logits.to(compute_dtype)
+            if grad_hidden is not None:
+                grad_hidden[start : start + chunk_size] = grad_logits @ weight
+            if grad_weight is not None:
+                grad_weight += (grad_logits.T @ hidden_chunk).float()
+        ctx.save_for_backward(grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype))
+        return total / denominator
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        grad_hidden, grad_weight = ctx.saved_tensors
+        grad_hidden = None if grad_hidden is None else grad_hidden * grad_output
+        grad_weight = None if grad_weight is None else grad_weight * grad_output
+        return grad_hidden, grad_weight, None, None, None, None
+
+
+def chunked_linear_cross_entropy(
+    hidden_states: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    ignore_index: int = -100,
+    chunk_size: int = 1024,
+    shift_labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """transformers' `ForCausalLMLoss(logits=hidden_states @ weight.T, labels, ...)` without the logits: fp32 loss,
+    labels shifted inside unless `shift_labels` is given, the summed NLL divided by `num_items_in_batch` or, without
+    it, averaged over the tokens not labelled `ignore_index` (see `ChunkedLinearCrossEntropy`). No host sync."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer.")
+    if shift_labels is None:
+        shift_labels = nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
+    targets = shift_labels.reshape(-1).to(hidden.device)
+    if num_items_in_batch is None:
+        denominator = (targets != ignore_index).sum().clamp(min=1)
+    elif torch.is_tensor(num_items_in_batch):
+        denominator = num_items_in_batch.to(hidden.device)
+    else:
+        denominator = num_items_in_batch
+    return ChunkedLinearCrossEntropy.apply(hidden, weight, targets, denominator, ignore_index, chunk_size)
 
 
 class TinyLLMForCausalLM(TinyLLMPreTrainedModel, GenerationMixin):
@@ -528,12 +642,23 @@ class TinyLLMForCausalLM(TinyLLMPreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
-        logits = self.lm_head(hidden_states)  # (B, T', V)
-
-        loss = None
-        if labels is not None:
-            # `**kwargs` carries the Trainer's `num_items_in_batch`, which makes gradient accumulation token-exact.
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        whole_sequence = isinstance(logits_to_keep, int) and logits_to_keep == 0
+        logits = loss = None
+        if labels is not None and self.training and whole_sequence and self.config.cross_entropy_chunk_size > 0:
+            # Training never reads the logits (transformers' Liger path skips them too): the loss alone, by chunks.
+            loss = chunked_linear_cross_entropy(
+                hidden_states,
+                self.lm_head.weight,
+                labels,
+                num_items_in_batch=kwargs.get("num_items_in_batch"),
+                chunk_size=self.config.cross_entropy_chunk_size,
+                shift_labels=kwargs.get("shift_labels"),
+            )
+        else:
+            logits = self.lm_head(hidden_states)  # (B, T', V)
+            if labels is not None:
+                # `**kwargs` carries the Trainer's `num_items_in_batch`, which makes gradient accumulation token-exact.
+                loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
 
         return CausalLMOutputWithPast(
             loss=loss,
