@@ -427,10 +427,11 @@ def _periodic_work(run: TrainingRun, result: StepResult, watch: NonFiniteWatch, 
 
 
 def _log_step(run: TrainingRun, result: StepResult, window: dict, bar) -> None:
+    loss = result.loss.item()  # waits for the device: the window's time is then the device's too
     seconds = time.perf_counter() - window["start"]
     tokens_per_s = window["tokens"] / seconds
     record = {
-        "loss": result.loss.item(),
+        "loss": loss,
         "learning_rate": run.schedulers[-1].get_last_lr()[0],
         "grad_norm": _number(result.grad_norm),
         "tokens_per_s": tokens_per_s,

@@ -18,7 +18,10 @@ def build_training_model(args: ModelArguments, tokenizer: PreTrainedTokenizerBas
         match_model_to_tokenizer(model, tokenizer)
     else:
         overrides = json.loads(args.model_overrides) if args.model_overrides else {}
-        model = build_model(args.preset, **{**overrides, **model_overrides_for(tokenizer)})
+        fitted = model_overrides_for(tokenizer)
+        # A larger table than the tokenizer needs may be asked for (GPT-2's 50304, to compare at its shape).
+        fitted["vocab_size"] = max(fitted["vocab_size"], overrides.get("vocab_size", 0))
+        model = build_model(args.preset, **{**overrides, **fitted})
     register_varlen_attention()
     model.set_attn_implementation(args.attn_implementation)
     model.config.use_cache = False  # no KV cache while training (it would also disable packed-document masks)
