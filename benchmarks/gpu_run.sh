@@ -4,7 +4,8 @@
 # vocabulary, its most telling cells first so a cut-off run still has them.
 OUT=${OUT:-outputs/gpu}
 mkdir -p "$OUT"
-source benchmarks/gpu_env.sh 2>&1 | tee "$OUT/env.txt" || exit 3
+source benchmarks/gpu_env.sh > "$OUT/env.txt" 2>&1 || exit 3  # not in a pipe: its exports must stay here
+cat "$OUT/env.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 timeout "${CHECKS_TIMEOUT:-170}" python3 benchmarks/gpu_checks.py > "$OUT/checks.jsonl" 2> "$OUT/checks.err"
 echo "gpu_checks exit $?"; cat "$OUT/checks.jsonl"; tail -5 "$OUT/checks.err"
