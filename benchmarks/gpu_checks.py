@@ -107,6 +107,9 @@ def syncs_per_step() -> dict:
 
 if __name__ == "__main__":
     print(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__}), flush=True)
-    for record in isolation():
-        print(json.dumps(record), flush=True)
-    print(json.dumps(syncs_per_step()), flush=True)
+    for check in (isolation, syncs_per_step):
+        try:
+            for record in (lambda r: r if isinstance(r, list) else [r])(check()):
+                print(json.dumps(record), flush=True)
+        except Exception as error:  # noqa: BLE001 - one check failing must not hide the other's figures
+            print(json.dumps({"check": check.__name__, "failed": f"{type(error).__name__}: {error}"}), flush=True)

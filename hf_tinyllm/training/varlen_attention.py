@@ -47,7 +47,11 @@ def torch_varlen_attention_forward(
     if dropout:
         raise ValueError(f"attn_implementation={NAME!r} has no attention dropout; set attention_dropout=0.")
     heads, kv_heads = query.shape[1], key.shape[1]
-    q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # (N, heads, D)
+    # The kernel takes bf16/fp16 only and, unlike sdpa, is not an autocast op: fp32 queries (RoPE's fp32 tables
+    # promote them) go in at autocast's dtype, as transformers' flash path casts them.
+    dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else query.dtype
+    dtype = torch.bfloat16 if dtype == torch.float32 else dtype
+    q, k, v = (x[0].transpose(0, 1).to(dtype) for x in (query, key, value))  # (N, heads, D)
     options = {"scale": scaling, "window_size": (-1, 0)}  # (-1, 0): causal
     if heads != kv_heads:
         if "enable_gqa" in inspect.signature(varlen_attn).parameters:
