@@ -78,21 +78,7 @@ def isolation() -> list[dict]:
 
 def syncs_per_step() -> dict:
     from hf_tinyllm.training import parse_train_arguments, train
-    from hf_tinyllm.training.loop import StepHooks
-    from hf_tinyllm.training.syncs import HostSyncCounter
-
-    class PerStep(StepHooks):
-        def __init__(self, counter: HostSyncCounter) -> None:
-            self.counter, self.step, self.after, self.mark, self.last = counter, {}, {}, 0, None
-
-        def on_step_begin(self, step: int) -> None:
-            if self.last is not None:
-                self.after[self.last] = self.counter.total - self.mark
-            self.mark = self.counter.total
-
-        def on_step_end(self, step: int) -> None:
-            self.step[step] = self.counter.total - self.mark
-            self.mark, self.last = self.counter.total, step
+    from hf_tinyllm.training.syncs import HostSyncCounter, SyncsPerStep
 
     out = tempfile.mkdtemp()
     argv = ["--preset", "micro", "--tinyworld_documents", "4000", "--vocab_size", "1024", "--block_size", "256",
@@ -100,7 +86,7 @@ def syncs_per_step() -> dict:
             "--logging_steps", "4", "--eval_steps", "0", "--eval_documents", "20", "--report_to", "none",
             "--mixed_precision", "bf16", "--torch_compile", "false", "--output_dir", out]  # fmt: skip
     with HostSyncCounter() as counter:
-        hooks = PerStep(counter)
+        hooks = SyncsPerStep(counter)
         train(*parse_train_arguments(argv), hooks=[hooks])
     return {"check": "host syncs (CUDA, micro, bf16, 2 micro-batches per step)", "inside_steps": hooks.step,
             "after_steps": hooks.after, "origins": dict(counter.origins)}  # fmt: skip

@@ -16,25 +16,8 @@ from test_training import assert_same_steps, losses, small_run
 
 from hf_tinyllm.data.packing import DataCollatorForCausalLM, document_position_ids
 from hf_tinyllm.training import parse_train_arguments, train
-from hf_tinyllm.training.loop import StepHooks, apply_update, training_step
-from hf_tinyllm.training.syncs import HostSyncCounter
-
-
-class SyncsPerStep(StepHooks):
-    """Host syncs inside each step (`step`) and in the periodic work after it (`after`), by step."""
-
-    def __init__(self, counter: HostSyncCounter) -> None:
-        self.counter, self.step, self.after = counter, {}, {}
-        self._mark, self._last = 0, None
-
-    def on_step_begin(self, step: int) -> None:
-        if self._last is not None:
-            self.after[self._last] = self.counter.total - self._mark
-        self._mark = self.counter.total
-
-    def on_step_end(self, step: int) -> None:
-        self.step[step] = self.counter.total - self._mark
-        self._mark, self._last = self.counter.total, step
+from hf_tinyllm.training.loop import apply_update, training_step
+from hf_tinyllm.training.syncs import HostSyncCounter, SyncsPerStep
 
 
 @pytest.mark.parametrize("extra", [[], ["--gradient_accumulation_steps", "2"]], ids=["one", "accumulated"])

@@ -11,6 +11,8 @@ from collections import Counter
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .loop import StepHooks
+
 aten = torch.ops.aten
 
 # Operations whose result Python needs on the host (`.item()`, `int()`, `bool()`, `if tensor:`), or whose output
@@ -79,4 +81,24 @@ class HostSyncCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-__all__ = ["HOST_SIDE_CODE", "SYNCING_OPERATIONS", "HostSyncCounter"]
+class SyncsPerStep(StepHooks):
+    """Step hooks for `train(..., hooks=[...])` under a `HostSyncCounter`: the syncs inside each step (`step`, by
+    step number) and in the periodic work after it (`after`)."""
+
+    def __init__(self, counter: HostSyncCounter) -> None:
+        self.counter = counter
+        self.step: dict[int, int] = {}
+        self.after: dict[int, int] = {}
+        self._mark, self._last = 0, None
+
+    def on_step_begin(self, step: int) -> None:
+        if self._last is not None:
+            self.after[self._last] = self.counter.total - self._mark
+        self._mark = self.counter.total
+
+    def on_step_end(self, step: int) -> None:
+        self.step[step] = self.counter.total - self._mark
+        self._mark, self._last = self.counter.total, step
+
+
+__all__ = ["HOST_SIDE_CODE", "SYNCING_OPERATIONS", "HostSyncCounter", "SyncsPerStep"]
