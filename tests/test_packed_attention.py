@@ -109,3 +109,13 @@ def test_packed_forward_and_backward_never_wait_for_the_device(implementation):
     with HostSyncCounter() as syncs:
         model(**batch).loss.backward()
     assert syncs.total == 0, syncs.origins
+
+
+def test_a_forward_without_position_ids_never_waits_for_the_device():
+    """Positions the model makes itself are one sequence per row: transformers is not asked to look for packing."""
+    model = tiny_model(vocab_size=99).train()
+    model.set_attn_implementation("sdpa")
+    batch = DataCollatorForCausalLM(pad_token_id=0)([{"input_ids": b} for b in BLOCKS])
+    with HostSyncCounter() as syncs:
+        model(**batch).loss.backward()
+    assert syncs.total == 0, syncs.origins
