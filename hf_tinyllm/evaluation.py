@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .data.loading import unix_newlines
 from .metrics import load_metric
 from .tokenization import check_token_ids
 
@@ -42,7 +43,7 @@ def score_documents(
     model.eval()
     device = next(model.parameters()).device
     context = model.config.max_position_embeddings
-    texts = list(texts)
+    texts = [unix_newlines(text) for text in texts]  # as training tokenised them
     encoded = tokenizer(texts, add_special_tokens=True)["input_ids"]
     check_token_ids(model, encoded)
     rows = []  # (document index, window ids)

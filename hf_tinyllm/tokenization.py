@@ -14,6 +14,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
 
 from .atomic import atomic_directory
+from .data.loading import unix_newlines
 from .errors import UserError
 
 PAD_TOKEN = "<|pad|>"
@@ -204,7 +205,7 @@ class _CountingTexts:
         self.characters = 0
 
     def __iter__(self) -> Iterator[str]:
-        for text in self.texts:
+        for text in map(unix_newlines, self.texts):  # no tokenizer learns carriage returns from Windows files
             self.characters += len(text)
             yield text
 

@@ -133,3 +133,34 @@ def test_train_script_prints_the_message_for_a_binary_dataset(data, tmp_path, ca
             "--max_steps", "30"]  # fmt: skip
     line = expect_user_error(lambda: run_script("scripts/train.py", argv, training=True), capsys)
     assert f"{data / 'binary.txt'} is not UTF-8 text (byte 0xff at offset {len(GOOD_PREFIX)})" in line
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["map", "streaming"])
+def test_windows_line_ends_read_as_newlines_in_every_source(tmp_path, streaming):
+    """CRLF (and a lone CR) inside texts of JSON lines, CSV and parquet, and a CRLF .txt file: the tokenizer never
+    learns a carriage return, and the tokens and byte counts are those of the same texts with LF."""
+    texts = ["the king fed his dog.\r\nthe queen sang.", "one\rtwo\r\nthree"]
+    unix = [t.replace("\r\n", "\n").replace("\r", "\n") for t in texts]
+    sources = {"jsonl": tmp_path / "a.jsonl", "csv": tmp_path / "b.csv", "parquet": tmp_path / "c.parquet"}
+    sources["jsonl"].write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    pd.DataFrame({"text": texts}).to_csv(sources["csv"], index=False)
+    pd.DataFrame({"text": texts}).to_parquet(sources["parquet"])
+    (tmp_path / "d.txt").write_bytes(b"the king fed his dog.\r\nthe queen sang.\r\n")
+    tokenizer = train_tokenizer([*texts * 20, "the king fed his dog.\r\n"], vocab_size=300)
+    assert not [token for token in tokenizer.get_vocab() if "\r" in token]
+    expected = tokenize_dataset(load_text_dataset(_jsonl(tmp_path, unix), split="train"), tokenizer)
+    for name, path in sources.items():
+        tokenized = tokenize_dataset(load_text_dataset(path, split="train", streaming=streaming), tokenizer)
+        rows = list(tokenized)
+        assert [r["input_ids"] for r in rows] == expected["input_ids"], name
+        assert [r["num_bytes"] for r in rows] == [len(t.encode()) + 1 for t in unix], name
+    txt = list(tokenize_dataset(load_text_dataset(tmp_path / "d.txt", split="train", streaming=streaming), tokenizer))
+    assert [r["input_ids"] for r in txt] == [tokenizer(line)["input_ids"] + [tokenizer.eos_token_id]
+                                             for line in unix[0].split("\n")]  # fmt: skip
+
+
+def _jsonl(folder: Path, texts: list[str]) -> Path:
+    path = folder / "unix" / "e.jsonl"
+    path.parent.mkdir()
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return path

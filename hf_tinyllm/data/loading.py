@@ -68,6 +68,15 @@ def load_text_dataset(
     return _check_text_column(dataset, text_column, source)
 
 
+def unix_newlines(text: object) -> object:
+    """A text's Windows (CRLF) and old Mac (CR) line ends as LF, as Python reads text files; other values as given
+    (the column checks report them). Applied where texts are consumed (tokenising, training a tokenizer, scoring),
+    not as a pass of its own over the corpus, which would write a second copy of it to the cache."""
+    if not isinstance(text, str) or "\r" not in text:
+        return text
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _load_local(path: Path, split: str, streaming: bool, encoding: str, text_column: str) -> Dataset | IterableDataset:
     if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
         loaded = datasets.load_from_disk(str(path))
@@ -289,4 +298,4 @@ def _looks_like_a_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or Path(source).suffix.lower() in BUILDERS or source.count("/") > 1
 
 
-__all__ = ["load_text_dataset"]
+__all__ = ["load_text_dataset", "unix_newlines"]

@@ -14,6 +14,8 @@ import torch
 from datasets import Dataset, DatasetDict, IterableDataset
 from transformers import PreTrainedConfig, PreTrainedTokenizerBase
 
+from .loading import unix_newlines
+
 
 def tokenize_dataset(
     dataset: Dataset | IterableDataset,
@@ -31,7 +33,7 @@ def tokenize_dataset(
     eos = tokenizer.eos_token_id
 
     def tokenize(batch: dict) -> dict:
-        texts = [t for t in batch[text_column] if t]
+        texts = [unix_newlines(t) for t in batch[text_column] if t]
         ids = tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
         return {"input_ids": [[*row, eos] for row in ids], "num_bytes": [len(t.encode("utf-8")) + 1 for t in texts]}
 
