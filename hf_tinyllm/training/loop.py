@@ -10,6 +10,7 @@ import math
 import platform
 import signal
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -168,9 +169,10 @@ class NonFiniteWatch:
     A run that may skip bad steps (`--skip_nonfinite_steps N`) must decide before each update, so there the check
     reads the flag every step: one host sync per step, the price of skipping."""
 
-    def __init__(self, allowed_skips: int, output_dir: Path) -> None:
+    def __init__(self, allowed_skips: int, output_dir: Path, say: Callable[[str], None]) -> None:
         self.allowed_skips = allowed_skips
         self.output_dir = output_dir
+        self.say = say  # accelerator.print: the main process speaks
         self.first_bad_step: torch.Tensor | None = None  # 0 while every step was finite
         self.last: StepResult | None = None
 
@@ -180,8 +182,8 @@ class NonFiniteWatch:
             return False
         progress.skipped_steps += 1
         if progress.skipped_steps > self.allowed_skips:
-            self._raise(f"loss={result.loss.item()}, grad_norm={_number(result.grad_norm)}", progress.step + 1)
-        print(f"Skipped step {progress.step + 1}: loss={result.loss.item()}, grad_norm={_number(result.grad_norm)}")
+            self._raise(_describe(result), progress.step + 1)
+        self.say(f"Skipped step {progress.step + 1}: {_describe(result)}")
         return True
 
     def record(self, result: StepResult, step: int) -> None:
@@ -196,8 +198,7 @@ class NonFiniteWatch:
     def check(self) -> None:
         """Raise if any step so far was not finite (a host sync: called at periodic work and at the end only)."""
         if self.first_bad_step is not None and (step := int(self.first_bad_step)):
-            last = f"loss={self.last.loss.item()}, grad_norm={_number(self.last.grad_norm)} at the last step"
-            self._raise(last, step)
+            self._raise(f"{_describe(self.last)} at the last step", step)
 
     def _raise(self, problem: str, step: int) -> None:
         raise NonFiniteLossError(
@@ -209,6 +210,10 @@ class NonFiniteWatch:
 
 def _number(value: torch.Tensor | float | None) -> float | None:
     return None if value is None else float(value)
+
+
+def _describe(result: StepResult) -> str:
+    return f"loss={result.loss.item()}, grad_norm={_number(result.grad_norm)}"
 
 
 class StepHooks:
@@ -358,7 +363,7 @@ def loader_workers(device: torch.device) -> dict:
 def _run_steps(run: TrainingRun, hooks: list[StepHooks]) -> None:
     accelerator, progress = run.accelerator, run.progress
     optim_args, run_args = run.optim_args, run.run_args
-    watch = NonFiniteWatch(run_args.skip_nonfinite_steps, run.output_dir)
+    watch = NonFiniteWatch(run_args.skip_nonfinite_steps, run.output_dir, accelerator.print)
     bar = tqdm(total=optim_args.max_steps, initial=progress.step, disable=not accelerator.is_local_main_process,
                desc="training", dynamic_ncols=True)  # fmt: skip
     window = {"start": time.perf_counter(), "tokens": 0}
