@@ -119,3 +119,19 @@ def test_a_forward_without_position_ids_never_waits_for_the_device():
     with HostSyncCounter() as syncs:
         model(**batch).loss.backward()
     assert syncs.total == 0, syncs.origins
+
+
+def test_the_runs_collator_has_room_for_the_validation_blocks_too():
+    """The Trainer evaluates with the training collator: its fixed boundary size must hold validation batches."""
+    from types import SimpleNamespace
+
+    from hf_tinyllm.training.arguments import DataArguments
+    from hf_tinyllm.training.data import training_collator
+
+    few = Dataset.from_list(packed_examples()[1:])  # 3 documents in its block
+    many = [1, 5, 1, 6, 1, 7, 1, 8, 1, 9, 1, 4]  # 6 documents in one block
+    validation = Dataset.from_list([{"input_ids": many, "position_ids": document_position_ids(np.array(many), 1)}])
+    data = SimpleNamespace(tokenizer=SimpleNamespace(pad_token_id=0), train_blocks=few, validation_blocks=validation)
+    collate = training_collator(data, DataArguments(flatten_batches=True), "sdpa", batch_size=1)
+    assert collate.max_documents == 6
+    assert collate([validation[0]])["cu_seq_lens_q"].tolist() == [0, 2, 4, 6, 8, 10, 12]

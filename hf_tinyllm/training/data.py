@@ -113,10 +113,12 @@ def training_collator(
     data: TrainingData, data_args: DataArguments, attn_implementation: str, batch_size: int
 ) -> DataCollatorForCausalLM:
     """The collator of a run: packed blocks stacked, or flattened into one row with their document boundaries (flash
-    attention kernels; `--flatten_batches`), whose boundary tensors have a fixed size for the whole run."""
+    attention kernels; `--flatten_batches`), whose boundary tensors have a fixed size for the whole run. `batch_size`
+    is the largest batch it will collate (the Trainer evaluates with it too: validation blocks count)."""
     if not data_args.flattens(attn_implementation):
         return DataCollatorForCausalLM(data.tokenizer.pad_token_id)
-    max_documents = batch_size * documents_per_block(data.train_blocks)
+    most = max(documents_per_block(blocks) for blocks in (data.train_blocks, data.validation_blocks))
+    max_documents = batch_size * most
     return DataCollatorForCausalLM(data.tokenizer.pad_token_id, flatten=True, max_documents=max_documents)
 
 

@@ -155,14 +155,13 @@ def run_trainer(
                           target_modules=targets if targets == "all-linear" else targets.split(","),
                           task_type="CAUSAL_LM")  # fmt: skip
         model = get_peft_model(model, lora)
+    largest_batch = max(training_args.per_device_train_batch_size, training_args.per_device_eval_batch_size)
     trainer = TinyLLMTrainer(
         model=model,
         args=training_args,
         train_dataset=data.train_blocks,
         eval_dataset=data.validation_blocks,
-        data_collator=training_collator(
-            data, data_args, model_args.attn_implementation, training_args.per_device_train_batch_size
-        ),
+        data_collator=training_collator(data, data_args, model_args.attn_implementation, largest_batch),
         processing_class=data.tokenizer,
         compute_metrics=CausalLMMetrics(data.tokenizer),
         preprocess_logits_for_metrics=keep_argmax_and_nll,
