@@ -484,11 +484,11 @@ class TinyLLMModel(TinyLLMPreTrainedModel):
         # The mask sees the caller's cache, not one created here: an empty new cache sizes the mask exactly as no
         # cache does, but packed documents (positions restarting) are only kept apart without a cache, so creating
         # the cache first would let packed documents attend to each other when `use_cache=True`.
-        if positions_given and attention_mask is None and cache is None and inputs_embeds.shape[0] > 1:
-            refuse_flash_across_documents(self.config._attn_implementation, inputs_embeds.shape[0], kwargs)
         # Positions made here are one sequence per row: transformers need not look for packed documents (a sync).
         mask_arguments = {"position_ids": position_ids if positions_given else None}
         if positions_given and attention_mask is None and cache is None:
+            if inputs_embeds.shape[0] > 1:
+                refuse_flash_across_documents(self.config._attn_implementation, inputs_embeds.shape[0], kwargs)
             # Packed documents, told apart on the device: transformers' own detection reads a tensor in a Python
             # `if` (a host sync in every forward) and gives the same mask.
             mask_arguments = {"position_ids": None, "and_mask_function": same_document_mask(position_ids)}
