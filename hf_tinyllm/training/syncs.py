@@ -33,21 +33,21 @@ SYNCING_OPERATIONS = frozenset(
 )
 
 
-def _origin() -> str:
-    """The innermost frame outside torch that led to the operation: `file:line (function)`."""
-    for frame in reversed(traceback.extract_stack()[:-3]):
-        if "/torch/" not in frame.filename:
-            return f"{frame.filename}:{frame.lineno} ({frame.name})"
-    return "torch"
-
-
 # Code whose scalar reads are of host tensors by design, on any machine: non-fused optimizers' step counters, and
 # the DataLoader's seed for each epoch's workers.
 HOST_SIDE_CODE = ("/torch/optim/", "/torch/utils/data/")
 
 
-def _in_host_side_code() -> bool:
-    return any(part in frame.filename for frame in traceback.extract_stack() for part in HOST_SIDE_CODE)
+def _origin(stack: traceback.StackSummary) -> str:
+    """The innermost frame outside torch that led to the operation: `file:line (function)`."""
+    for frame in reversed(stack):
+        if "/torch/" not in frame.filename:
+            return f"{frame.filename}:{frame.lineno} ({frame.name})"
+    return "torch"
+
+
+def _in_host_side_code(stack: traceback.StackSummary) -> bool:
+    return any(part in frame.filename for frame in stack for part in HOST_SIDE_CODE)
 
 
 class HostSyncCounter(TorchDispatchMode):
@@ -75,9 +75,11 @@ class HostSyncCounter(TorchDispatchMode):
         self.origins.clear()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func in SYNCING_OPERATIONS and not (self.ignore_host_side and _in_host_side_code()):
-            self.by_op[str(func.overloadpacket.__name__)] += 1
-            self.origins[_origin()] += 1
+        if func in SYNCING_OPERATIONS:
+            stack = traceback.extract_stack()
+            if not (self.ignore_host_side and _in_host_side_code(stack)):
+                self.by_op[str(func.overloadpacket.__name__)] += 1
+                self.origins[_origin(stack)] += 1
         return func(*args, **(kwargs or {}))
 
 

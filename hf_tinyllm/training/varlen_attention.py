@@ -4,6 +4,7 @@ flash-attn package. Like `flash_attention_2` it reads packed documents' boundari
 flattened batch (`DataCollatorForCausalLM(flatten=True)`), never from a mask.
 """
 
+import functools
 import inspect
 
 import torch
@@ -19,6 +20,14 @@ def varlen_attention_available() -> bool:
     except ImportError:
         return False
     return torch.cuda.is_available()
+
+
+@functools.cache
+def _kernel_shares_kv_heads() -> bool:
+    """Whether this torch's kernel takes fewer key/value heads itself (`enable_gqa`), read once, not per layer."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    return "enable_gqa" in inspect.signature(varlen_attn).parameters
 
 
 def torch_varlen_attention_forward(
@@ -54,7 +63,7 @@ def torch_varlen_attention_forward(
     q, k, v = (x[0].transpose(0, 1).to(dtype) for x in (query, key, value))  # (N, heads, D)
     options = {"scale": scaling, "window_size": (-1, 0)}  # (-1, 0): causal
     if heads != kv_heads:
-        if "enable_gqa" in inspect.signature(varlen_attn).parameters:
+        if _kernel_shares_kv_heads():
             options["enable_gqa"] = True
         else:
             k, v = (x.repeat_interleave(heads // kv_heads, dim=1) for x in (k, v))
