@@ -1,8 +1,8 @@
 """The `tinyllm` command: `tinyllm push FOLDER REPO_ID [...]`, `tinyllm demo`, `tinyllm train ...`, and the other
 jobs of scripts/ (hf_tinyllm.commands): `tinyllm train-trainer ...`, `tinyllm train-sft ...`, `tinyllm tokenizer ...`,
-`tinyllm generate-tinyworld ...`, `tinyllm convert ...`; `tinyllm refresh-code MODEL`; `tinyllm explain TOPIC MODEL
-[...]`, `tinyllm studio [MODEL]`, `tinyllm export FOLDER OUTPUT.gguf`, `tinyllm lm-eval-task OUT_DIR [...]`,
-`tinyllm --version`."""
+`tinyllm generate-tinyworld ...`, `tinyllm convert ...`; `tinyllm tokenize SOURCE OUT --tokenizer TOKENIZER`;
+`tinyllm refresh-code MODEL`; `tinyllm explain TOPIC MODEL [...]`, `tinyllm studio [MODEL]`, `tinyllm export FOLDER
+OUTPUT.gguf`, `tinyllm lm-eval-task OUT_DIR [...]`, `tinyllm --version`."""
 
 import argparse
 import sys
@@ -54,6 +54,37 @@ def _refresh_code(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     print(refresh(args.model, revision=args.revision, token=args.token, create_pr=args.create_pr,
                   commit_message=args.commit_message))  # fmt: skip
+
+
+def _tokenize(argv: list[str]) -> None:
+    from .data.shard_writer import DEFAULT_SHARD_TOKENS, write_token_shards
+    from .tokenization import load_tokenizer
+
+    parser = argparse.ArgumentParser(
+        prog="tinyllm tokenize",
+        description="Tokenise a corpus into token shards (2 bytes a token, memory-mapped by training), streaming the "
+        "input; a killed run started again with the same arguments resumes where it stopped.",
+    )
+    parser.add_argument("source", help="'tinyworld', a file or folder of txt/json/jsonl/csv/parquet, a save_to_disk "
+                        "folder, or a Hub dataset name.")  # fmt: skip
+    parser.add_argument("output_dir", help="The shards folder to write (new, or an interrupted one to resume).")
+    parser.add_argument("--tokenizer", required=True, help="The tokenizer folder (training must pass the same one).")
+    parser.add_argument("--text_column", default="text")
+    parser.add_argument("--encoding", default="utf-8", help="Text encoding of txt/json/jsonl/csv files.")
+    parser.add_argument("--validation_fraction", type=float, default=0.02,
+                        help="Held out (seeded) when the source has no validation split; 0: none.")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the validation hold-out.")
+    parser.add_argument("--shard_tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="Tokens a file (about).")
+    parser.add_argument("--num_proc", type=int, help="Tokenising worker processes (default: 1, in this process).")
+    args = parser.parse_args(argv)
+    manifest = write_token_shards(
+        args.source, args.output_dir, load_tokenizer(args.tokenizer), args.tokenizer, text_column=args.text_column,
+        encoding=args.encoding, validation_fraction=args.validation_fraction, seed=args.seed,
+        shard_tokens=args.shard_tokens, num_proc=args.num_proc,
+    )  # fmt: skip
+    counts = ", ".join(f"{name} {split['tokens']:,} tokens in {split['documents']:,} documents ({len(split['shards'])} "
+                       "files)" for name, split in manifest["splits"].items())  # fmt: skip
+    print(f"Wrote token shards to {args.output_dir}: {counts}; {manifest['dtype']} tokens.")
 
 
 def _demo(argv: list[str]) -> None:
@@ -166,6 +197,7 @@ def _script_job(name: str):
 COMMANDS = {
     "push": _push,
     "refresh-code": _refresh_code,
+    "tokenize": _tokenize,
     "demo": _demo,
     "train": _train,
     "train-trainer": _script_job("train_trainer"),

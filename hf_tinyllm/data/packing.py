@@ -28,14 +28,11 @@ def tokenize_dataset(
     the convention of the bits-per-byte metric and the TinyWorld floor). Empty texts are dropped. On a dataset
     backed by files (loaded from disk), `map` caches the result, so a second run with the same data and tokenizer
     reads the cache instead of tokenising again."""
-    if tokenizer.eos_token_id is None:
-        raise ValueError("The tokenizer has no eos token; documents need an end-of-text separator for packing.")
-    eos = tokenizer.eos_token_id
+    check_separator(tokenizer)
 
     def tokenize(batch: dict) -> dict:
-        texts = [unix_newlines(t) for t in batch[text_column] if t]
-        ids = tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
-        return {"input_ids": [[*row, eos] for row in ids], "num_bytes": [len(t.encode("utf-8")) + 1 for t in texts]}
+        ids, num_bytes = encode_documents(tokenizer, [t for t in batch[text_column] if t])
+        return {"input_ids": ids, "num_bytes": num_bytes}
 
     kwargs = dict(batched=True, batch_size=batch_size, remove_columns=dataset.column_names)
     if isinstance(dataset, Dataset):
@@ -46,6 +43,20 @@ def tokenize_dataset(
     if isinstance(tokenized, Dataset) and len(tokenized) == 0:
         raise ValueError(f"Every text in column {text_column!r} is empty; nothing to train on.")
     return tokenized
+
+
+def check_separator(tokenizer: PreTrainedTokenizerBase) -> None:
+    if tokenizer.eos_token_id is None:
+        raise ValueError("The tokenizer has no eos token; documents need an end-of-text separator for packing.")
+
+
+def encode_documents(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> tuple[list[list[int]], list[int]]:
+    """Non-empty texts as documents, `[bos] tokens [eos]`, with their UTF-8 bytes + 1 for the separator (the
+    convention of the bits-per-byte metric and the TinyWorld floor). The one encoding of every data path."""
+    texts = [unix_newlines(t) for t in texts]
+    ids = tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
+    eos = tokenizer.eos_token_id
+    return [[*row, eos] for row in ids], [len(t.encode("utf-8")) + 1 for t in texts]
 
 
 def document_position_ids(input_ids: np.ndarray, bos_token_id: int) -> np.ndarray:
@@ -169,9 +180,12 @@ class DataCollatorForCausalLM:
         return flatten_packed_batch(batch, self.max_documents) if self.flatten else batch
 
 
-def documents_per_block(blocks: Dataset) -> int:
+def documents_per_block(blocks) -> int:
     """The most documents any block holds (a document starts wherever positions do not grow by one): with the
-    micro-batch size, the fixed size of a flattened batch's boundary tensors (`max_documents`)."""
+    micro-batch size, the fixed size of a flattened batch's boundary tensors (`max_documents`). Blocks read from
+    token shards (`TokenBlocks`) count them from their index."""
+    if not isinstance(blocks, Dataset):
+        return blocks.documents_per_block()
     positions = np.asarray(blocks.data.column("position_ids").combine_chunks().flatten()).reshape(len(blocks), -1)
     return int(document_starts(positions).sum(-1).max())
 
@@ -222,9 +236,11 @@ def flatten_packed_batch(batch: dict[str, torch.Tensor], max_documents: int | No
 __all__ = [
     "DataCollatorForCausalLM",
     "check_block_size",
+    "check_separator",
     "document_position_ids",
     "document_starts",
     "documents_per_block",
+    "encode_documents",
     "flatten_packed_batch",
     "pack_dataset",
     "split_train_validation",

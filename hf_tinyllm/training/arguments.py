@@ -203,6 +203,9 @@ class RunArguments:
         default=None, metadata={"help": "torch.compile mode: default, reduce-overhead, max-autotune, ..."}
     )
     gradient_checkpointing: bool = field(default=False)
+    dataloader_num_workers: int | None = field(
+        default=None, metadata={"help": "Loader worker processes; default: 1 on CUDA (into pinned memory), 0 on a CPU."}
+    )
     allow_tf32: bool = field(default=True, metadata={"help": "TF32 matmuls on Ampere+ GPUs."})
     report_to: str = field(default="tensorboard", metadata={"help": "Comma-separated trackers; 'none' for jsonl only."})
     push_to_hub: bool = field(default=False)
@@ -219,6 +222,8 @@ class RunArguments:
         for name in ("eval_steps", "logging_steps", "save_steps", "skip_nonfinite_steps"):
             _check_at_least(name, getattr(self, name), 0)
         _check_at_least("eval_documents", self.eval_documents, 1)
+        if self.dataloader_num_workers is not None:
+            _check_at_least("dataloader_num_workers", self.dataloader_num_workers, 0)
         _check_at_least("save_total_limit", self.save_total_limit, 1)
         if self.stop_after_steps is not None:
             _check_at_least("stop_after_steps", self.stop_after_steps, 1)

@@ -18,6 +18,7 @@ from ..data.packing import (
     split_train_validation,
     tokenize_dataset,
 )
+from ..data.shards import TokenBlocks, TokenShards, check_tokenizer, is_token_shards, read_manifest
 from ..data.tinyworld import TinyWorld, TinyWorldConfig, tinyworld_dataset
 from ..evaluation import evaluate_model
 from ..tokenization import load_tokenizer, save_tokenizer, train_tokenizer
@@ -88,6 +89,8 @@ def prepare_training_data(
     """Load (or train, on the main process first, and save under `output_dir/tokenizer`) the tokenizer, then tokenise
     and pack. Every process ends with the same blocks; the dataloader shards them. `main_process_first` is
     `accelerator.main_process_first` or `TrainingArguments.main_process_first`."""
+    if is_token_shards(args.dataset):
+        return _token_shards_data(args)
     train, validation, heldout, floor, trained = _documents(args, seed)
     tokenizer_dir = output_dir / "tokenizer"
     with main_process_first():
@@ -107,6 +110,33 @@ def prepare_training_data(
                             bos_token_id=tokenizer.bos_token_id)  # fmt: skip
 
     return TrainingData(tokenizer, blocks(train), blocks(validation), validation, heldout, floor, trained)
+
+
+# Validation documents decoded from token shards for `evaluate_model` and the probes (which take fewer): TinyWorld's
+# default validation set, four times `--eval_documents`' default.
+SHARD_VALIDATION_DOCUMENTS = 2_000
+
+
+def _token_shards_data(args: DataArguments) -> TrainingData:
+    """Blocks memory-mapped from a `tinyllm tokenize` folder, checked against the tokenizer given; the validation
+    documents decoded back to text (byte-level BPE round-trips exactly)."""
+    manifest = read_manifest(args.dataset)
+    if args.tokenizer is None:
+        raise ValueError(
+            f"--dataset {args.dataset} holds token shards: pass --tokenizer with the tokenizer they were written with "
+            f"({manifest['tokenizer']['name']})."
+        )
+    tokenizer = load_tokenizer(args.tokenizer)
+    check_tokenizer(manifest, tokenizer, args.dataset)
+    train, validation = (TokenShards(args.dataset, split) for split in ("train", "validation"))
+    count = min(SHARD_VALIDATION_DOCUMENTS, validation.num_documents)
+    texts = [tokenizer.decode(validation.document(i)[1:-1]) for i in range(count)]  # without bos and eos
+    return TrainingData(
+        tokenizer,
+        TokenBlocks(train, args.block_size, args.document_positions),
+        TokenBlocks(validation, args.block_size, args.document_positions),
+        Dataset.from_dict({"text": texts}),
+    )
 
 
 def training_collator(

@@ -19,10 +19,11 @@ from typing import Any
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.tracking import GeneralTracker
-from accelerate.utils import ProjectConfiguration, is_tensorboard_available, set_seed
+from accelerate.utils import ProjectConfiguration, is_tensorboard_available, send_to_device, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..data.shards import TokenBlocks
 from ..errors import UserError
 from .arguments import (
     DataArguments,
@@ -40,6 +41,7 @@ from .model import build_training_model
 from .optim import build_optimizers, build_schedulers
 from .probes import build_probe, embedding_optimizer
 from .run_lock import run_folder_lock
+from .sampler import EpochSampler
 from .sharding import configure_sharding, device_arguments, measure_whole, whole_model
 from .throughput import matmul_parameters, matmul_peak_flops, training_flops_per_token
 
@@ -104,15 +106,22 @@ def _trackers(report_to: str, output_dir: Path) -> list:
 
 
 def _batches(accelerator: Accelerator, dataloader, progress: TrainingProgress):
-    """Endless batches from the current training position; the sampler is reseeded per epoch (set_epoch)."""
+    """Endless batches from the current training position. Blocks from token shards: the loader is this process's
+    own (`EpochSampler`), positioned in O(1) and moved to the device here. Otherwise the loader is Accelerate's
+    (sharded by `prepare`), reseeded per epoch (set_epoch) and fast-forwarded by `skip_first_batches`."""
+    own = isinstance(dataloader.sampler, EpochSampler)
     while True:
-        dataloader.set_epoch(progress.epoch)
-        loader = dataloader
-        if progress.batches_in_epoch:
-            loader = accelerator.skip_first_batches(dataloader, progress.batches_in_epoch)
+        if own:
+            dataloader.sampler.set_position(progress.epoch, progress.batches_in_epoch)
+            loader = dataloader
+        else:
+            dataloader.set_epoch(progress.epoch)
+            loader = dataloader
+            if progress.batches_in_epoch:
+                loader = accelerator.skip_first_batches(dataloader, progress.batches_in_epoch)
         for batch in loader:
             progress.batches_in_epoch += 1
-            yield batch
+            yield send_to_device(batch, accelerator.device, non_blocking=True) if own else batch
         progress.epoch += 1
         progress.batches_in_epoch = 0
 
@@ -222,6 +231,9 @@ class StepHooks:
     def on_step_begin(self, step: int) -> None:
         """Before step `step` (1-based) draws its batches."""
 
+    def on_micro_batches(self, step: int, micro_batches: list[dict]) -> None:
+        """What step `step` trains on, this process's micro-batches as the model receives them."""
+
     def on_step_end(self, step: int) -> None:
         """After step `step`'s update, before the periodic work (logging, probes, evaluation, saving, stop)."""
 
@@ -310,19 +322,31 @@ def _set_up(
         model.activation_checkpointing_enable()
     optimizers = build_optimizers(model, optim_args, accelerator.device)
     schedulers = build_schedulers(optimizers, optim_args)
-    dataloader = DataLoader(
-        data.train_blocks, batch_size=optim_args.per_device_batch_size, shuffle=True, drop_last=True,
-        collate_fn=training_collator(data, data_args, model_args.attn_implementation, optim_args.per_device_batch_size),
-        **loader_workers(accelerator.device),
-    )  # fmt: skip
+    batch_size = optim_args.per_device_batch_size
+    collator = training_collator(data, data_args, model_args.attn_implementation, batch_size)
+    workers = loader_workers(accelerator.device, run_args.dataloader_num_workers)
+    shards = isinstance(data.train_blocks, TokenBlocks)
+    if shards:  # this process's blocks already: Accelerate must not shard the loader a second time
+        sampler = EpochSampler(len(data.train_blocks), batch_size, accelerator.num_processes,
+                               accelerator.process_index, run_args.seed)  # fmt: skip
+        dataloader = DataLoader(data.train_blocks, batch_size, sampler=sampler, drop_last=True, collate_fn=collator,
+                                **workers)  # fmt: skip
+    else:
+        dataloader = DataLoader(data.train_blocks, batch_size, shuffle=True, drop_last=True, collate_fn=collator,
+                                **workers)  # fmt: skip
     if len(dataloader) == 0:
         raise ValueError(
-            f"{len(data.train_blocks)} training blocks cannot fill one batch of {optim_args.per_device_batch_size}; "
-            "lower per_device_batch_size or block_size, or add data."
+            f"{len(data.train_blocks)} training blocks cannot fill one batch of {batch_size} on each of "
+            f"{accelerator.num_processes} process(es); lower per_device_batch_size or block_size, or add data."
         )
     parameters = model.num_parameters()  # counted before prepare: ZeRO-3 leaves empty placeholders
     flops_per_token = training_flops_per_token(model.config, matmul_parameters(model), data_args.block_size)
-    model, dataloader, *optimizers = accelerator.prepare(model, dataloader, *optimizers)
+    if shards:
+        model, *optimizers = accelerator.prepare(model, *optimizers)
+        # The sampler's position (epoch, batches) names the same blocks only with the same processes and batch.
+        run_configuration["sampler"] = {"processes": accelerator.num_processes, "per_device_batch_size": batch_size}
+    else:
+        model, dataloader, *optimizers = accelerator.prepare(model, dataloader, *optimizers)
     if run_args.compile_on(accelerator.device):
         model = torch.compile(model, backend=run_args.torch_compile_backend, mode=run_args.torch_compile_mode)
     progress = TrainingProgress()
@@ -352,12 +376,14 @@ def _set_up(
     )  # fmt: skip
 
 
-def loader_workers(device: torch.device) -> dict:
-    """On CUDA, a worker process collates ahead into pinned memory (copied with non_blocking); on a CPU, the main
-    process does (workers would compete with the step for the same cores)."""
-    if device.type != "cuda":
+def loader_workers(device: torch.device, num_workers: int | None = None) -> dict:
+    """By default on CUDA, a worker process collates ahead into pinned memory (copied with non_blocking); on a CPU,
+    the main process does (workers would compete with the step for the same cores). `--dataloader_num_workers`."""
+    cuda = device.type == "cuda"
+    num_workers = (1 if cuda else 0) if num_workers is None else num_workers
+    if num_workers == 0:
         return {}
-    return {"num_workers": 1, "pin_memory": True, "persistent_workers": True}
+    return {"num_workers": num_workers, "pin_memory": cuda, "persistent_workers": True}
 
 
 def _run_steps(run: TrainingRun, hooks: list[StepHooks]) -> None:
@@ -379,6 +405,8 @@ def _run_steps(run: TrainingRun, hooks: list[StepHooks]) -> None:
             # at another moment than the uninterrupted run did.
             with torch.random.fork_rng(devices=[]):
                 micro_batches = [next(run.batches) for _ in range(optim_args.gradient_accumulation_steps)]
+            for hook in hooks:
+                hook.on_micro_batches(progress.step + 1, micro_batches)
             result = training_step(accelerator, run.model, micro_batches, optim_args.max_grad_norm)
             if watch.skip_now(result, progress):
                 for optimizer in run.optimizers:
