@@ -69,6 +69,7 @@ def _tokenize(argv: list[str]) -> None:
                         "folder, or a Hub dataset name.")  # fmt: skip
     parser.add_argument("output_dir", help="The shards folder to write (new, or an interrupted one to resume).")
     parser.add_argument("--tokenizer", required=True, help="The tokenizer folder (training must pass the same one).")
+    parser.add_argument("--dataset_config", help="A Hub dataset's configuration (subset), e.g. sample-10BT.")
     parser.add_argument("--text_column", default="text")
     parser.add_argument("--encoding", default="utf-8", help="Text encoding of txt/json/jsonl/csv files.")
     parser.add_argument("--validation_fraction", type=float, default=0.02,
@@ -79,7 +80,8 @@ def _tokenize(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     manifest = write_token_shards(
         args.source, args.output_dir, load_tokenizer(args.tokenizer), args.tokenizer, text_column=args.text_column,
-        encoding=args.encoding, validation_fraction=args.validation_fraction, seed=args.seed,
+        encoding=args.encoding, dataset_config=args.dataset_config, validation_fraction=args.validation_fraction,
+        seed=args.seed,
         shard_tokens=args.shard_tokens, num_proc=args.num_proc,
     )  # fmt: skip
     counts = ", ".join(f"{name} {split['tokens']:,} tokens in {split['documents']:,} documents ({len(split['shards'])} "

@@ -60,6 +60,7 @@ class TokenizerArguments:
             "Hub dataset name."
         },
     )
+    dataset_config: str | None = field(default=None, metadata={"help": "A Hub dataset's configuration (subset)."})
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
     encoding: str = field(default="utf-8", metadata={"help": "Text encoding of txt/json/jsonl/csv files."})
     split: str = field(default="train", metadata={"help": "Split to train on."})
@@ -67,6 +68,9 @@ class TokenizerArguments:
     min_frequency: int = field(default=2, metadata={"help": "Minimum pair frequency for a merge."})
     model_max_length: int = field(default=1024, metadata={"help": "Longest sequence the tokenizer will announce."})
     streaming: bool = field(default=False, metadata={"help": "Read the corpus lazily (larger than RAM)."})
+    max_documents: int | None = field(
+        default=None, metadata={"help": "Train on the first N documents only (a sample of a large corpus)."}
+    )
     add_prefix_space: bool = field(
         default=False, metadata={"help": "Encode a text's first word as inside a sentence (see train_tokenizer)."}
     )
@@ -78,9 +82,10 @@ def tokenizer(argv: list[str] | None = None) -> None:
     from .tokenization import save_tokenizer, train_tokenizer
 
     (args,) = HfArgumentParser(TokenizerArguments).parse_args_into_dataclasses(args=argv)
-    dataset = load_text_dataset(
-        args.dataset, text_column=args.text_column, split=args.split, streaming=args.streaming, encoding=args.encoding
-    )
+    options = dict(text_column=args.text_column, split=args.split, encoding=args.encoding, config=args.dataset_config)
+    dataset = load_text_dataset(args.dataset, streaming=args.streaming, **options)
+    if args.max_documents is not None:
+        dataset = dataset.take(args.max_documents)
     trained = train_tokenizer(
         dataset,
         vocab_size=args.vocab_size,

@@ -197,35 +197,50 @@ def test_shards_need_the_tokenizer_they_were_written_with(shards, tmp_path, caps
     assert "holds token shards: pass --tokenizer" in message
 
 
-def test_the_trainer_resumed_mid_epoch_sees_the_uninterrupted_batches(shards, tokenizer_dir, tmp_path, monkeypatch,
-                                                                      capsys):  # fmt: skip
-    from conftest import script_output
+def two_process_trainer(args: list[str], log: Path) -> None:
+    """The Trainer on two processes (gloo), launched as any run: configs/accelerate/cpu_2proc.yaml."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(REPO_ROOT / "configs/accelerate/cpu_2proc.yaml"), "--main_process_port", str(free_port()),
+               "tests/trainer_batch_run.py", *args]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "BATCH_LOG": str(log)}
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
 
-    from hf_tinyllm.training.trainer import TinyLLMTrainer
 
-    seen: list[list[str]] = []
-    original = TinyLLMTrainer.training_step
-
-    def recording(self, model, inputs, *args, **kwargs):
-        seen.append([digest(row) for row in inputs["input_ids"]])
-        return original(self, model, inputs, *args, **kwargs)
-
-    monkeypatch.setattr(TinyLLMTrainer, "training_step", recording)
-    per_epoch = len(TokenBlocks(TokenShards(shards, "train"), BLOCK)) // 4
+def test_the_trainer_on_two_ranks_covers_the_blocks_and_resumes_mid_epoch(shards, tokenizer_dir, blocks, tmp_path):
+    """The Trainer's own sampler, sharded once by Accelerate: each epoch's blocks over both ranks cover the corpus,
+    and a run stopped mid-epoch and resumed sees the uninterrupted run's batches on each rank."""
+    per_epoch = len(blocks) // (RANKS * BATCH)
     total, stop = per_epoch + per_epoch // 2 + 1, per_epoch // 2
 
-    def trainer_run(output_dir: Path, max_steps: int, *extra: str) -> list[list[str]]:
-        seen.clear()
-        script_output("scripts/train_trainer.py", [
+    def run(output_dir: Path, max_steps: int, log: Path, *extra: str) -> None:
+        two_process_trainer([
             "--dataset", str(shards), "--tokenizer", tokenizer_dir, "--preset", "debug", "--block_size", str(BLOCK),
-            "--per_device_train_batch_size", "4", "--max_steps", str(max_steps), "--save_steps", str(stop),
-            "--eval_strategy", "no", "--report_to", "none", "--output_dir", str(output_dir), "--seed", "3", *extra,
-        ], capsys, training=True)  # fmt: skip
-        return list(seen)
+            "--per_device_train_batch_size", str(BATCH), "--max_steps", str(max_steps), "--save_steps", str(stop),
+            "--eval_strategy", "no", "--report_to", "none", "--output_dir", str(output_dir), "--seed", "3",
+            "--dataloader_pin_memory", "false", "--dataloader_drop_last", "true", "--use_cpu", *extra,
+        ], log)  # fmt: skip
 
-    whole = trainer_run(tmp_path / "whole", total)
-    first = trainer_run(tmp_path / "parts", stop)
-    checkpoint = tmp_path / "parts" / f"checkpoint-{stop}"
-    rest = trainer_run(tmp_path / "parts", total, "--resume_from_checkpoint", str(checkpoint))
-    assert len(whole) == total and first + rest == whole
-    assert whole[0] != whole[per_epoch]  # the second epoch is another order
+    run(tmp_path / "whole", total, tmp_path / "whole-log")
+    run(tmp_path / "parts", stop, tmp_path / "parts-log")
+    run(tmp_path / "parts", total, tmp_path / "parts-log", "--resume_from_checkpoint",
+        str(tmp_path / "parts" / f"checkpoint-{stop}"))  # fmt: skip
+    ranks = []
+    for rank in range(RANKS):
+        rows = [json.loads(line)["blocks"] for line in Path(f"{tmp_path}/whole-log.rank{rank}.jsonl").read_text()
+                .splitlines()]  # fmt: skip
+        resumed = [json.loads(line)["blocks"] for line in Path(f"{tmp_path}/parts-log.rank{rank}.jsonl").read_text()
+                   .splitlines()]  # fmt: skip
+        assert len(rows) == total and resumed == rows
+        ranks.append(rows)
+    first_epoch = [blocks[d] for rank in ranks for step in rank[:per_epoch] for d in step]
+    assert len(set(first_epoch)) == len(first_epoch) == per_epoch * RANKS * BATCH  # disjoint, less the remainder
+    assert ranks[0][0] != ranks[0][per_epoch]  # the second epoch is another order
+
+
+def test_the_trainer_launched_on_several_cpu_processes_without_use_cpu_is_refused(tmp_path, monkeypatch, capsys):
+    """Without --use_cpu, transformers' TrainingArguments leaves processes launched on a CPU machine apart (world
+    size 1 each): every process would train on every batch. The run says so instead."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    message = cli_user_error(["train-trainer", "--output_dir", str(tmp_path), "--max_steps", "1"], capsys)
+    assert "launched as 2 processes" in message and "--use_cpu" in message

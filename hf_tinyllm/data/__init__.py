@@ -1,4 +1,5 @@
-"""Corpora and the `datasets` pipeline: the embedded TinyWorld generator, loading, tokenising and packing."""
+"""Corpora and the `datasets` pipeline: the embedded TinyWorld generator, loading, tokenising and packing, and token
+shards for corpora larger than memory."""
 
 from .loading import load_text_dataset
 from .packing import (
@@ -9,12 +10,16 @@ from .packing import (
     split_train_validation,
     tokenize_dataset,
 )
+from .shard_writer import write_token_shards
+from .shards import TokenBlocks, TokenShards
 from .tinyworld import TinyWorld, TinyWorldConfig, save_tinyworld, tinyworld_dataset, tinyworld_floor
 
 __all__ = [
     "DataCollatorForCausalLM",
     "TinyWorld",
     "TinyWorldConfig",
+    "TokenBlocks",
+    "TokenShards",
     "check_block_size",
     "document_position_ids",
     "load_text_dataset",
@@ -24,4 +29,5 @@ __all__ = [
     "tinyworld_dataset",
     "tinyworld_floor",
     "tokenize_dataset",
+    "write_token_shards",
 ]

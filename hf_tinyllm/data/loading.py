@@ -41,16 +41,20 @@ def load_text_dataset(
     split: str = "train",
     streaming: bool = False,
     encoding: str = "utf-8",
+    config: str | None = None,
 ) -> Dataset | IterableDataset:
     """One split of a text corpus, with its `text_column` checked.
 
     `source` is `"tinyworld"` (the embedded corpus), a file or folder of .txt/.json/.jsonl/.csv/.parquet files, a
     folder written by `save_to_disk`, or a Hub dataset name. `streaming=True` reads files lazily (corpora larger
     than RAM); a `save_to_disk` folder is memory-mapped anyway. `encoding` is the text encoding of local
-    txt/json/jsonl/csv files. Local files are one `"train"` split. Bad data raises a one-line `ValueError` naming
+    txt/json/jsonl/csv files; `config` a Hub dataset's configuration (e.g. fineweb-edu's "sample-10BT"). Local files
+    are one `"train"` split. Bad data raises a one-line `ValueError` naming
     the file and the fix (with `streaming=True`, when the stream reaches the bad part).
     """
     _check_encoding(encoding)
+    if config is not None and (str(source) == TINYWORLD or Path(source).exists()):
+        raise ValueError(f"config={config!r} names a Hub dataset's configuration; {source} is not a Hub dataset.")
     if str(source) == TINYWORLD:
         from .tinyworld import tinyworld_dataset
 
@@ -64,7 +68,7 @@ def load_text_dataset(
             f"save_to_disk folder, a Hub dataset name or {TINYWORLD!r}."
         )
     else:
-        dataset = _load_hub(str(source), split, streaming)
+        dataset = _load_hub(str(source), split, streaming, config)
     return _check_text_column(dataset, text_column, source)
 
 
@@ -254,9 +258,9 @@ def _parquet_problem(path: Path) -> str | None:
     return None
 
 
-def _load_hub(name: str, split: str, streaming: bool) -> Dataset | IterableDataset:
+def _load_hub(name: str, split: str, streaming: bool, config: str | None) -> Dataset | IterableDataset:
     try:
-        return datasets.load_dataset(name, split=split, streaming=streaming)
+        return datasets.load_dataset(name, config, split=split, streaming=streaming)
     except (ConnectionError, OSError) as err:
         raise ConnectionError(
             f"Could not load the Hub dataset {name!r} ({type(err).__name__}: {err}). If this machine is offline, "

@@ -51,8 +51,9 @@ class _Split:
     name: str
     shards: list[dict] = field(default_factory=list)
     resume_document: int = 0  # first input document (of this split's stream) not in a closed file
-    tokens: list[np.ndarray] = field(default_factory=list)
-    ends: list[int] = field(default_factory=list)
+    tokens: list[np.ndarray] = field(default_factory=list)  # the open file's tokens, in pieces
+    lengths: list[np.ndarray] = field(default_factory=list)  # its documents' token counts, in pieces
+    count: int = 0
     num_bytes: int = 0
     next_document: int = 0
 
@@ -75,35 +76,45 @@ class _Writer:
     def split(self, name: str) -> _Split:
         return self.splits.setdefault(name, _Split(name))
 
-    def add(self, split: _Split, index: int, tokens: np.ndarray, num_bytes: int) -> None:
-        split.tokens.append(tokens)
-        split.ends.append((split.ends[-1] if split.ends else 0) + len(tokens))
-        split.num_bytes += num_bytes
-        split.next_document = index + 1
-        if split.ends[-1] >= self.shard_tokens:
-            self.close(split)
+    def add(self, split: _Split, indices: np.ndarray, lengths: np.ndarray, tokens: np.ndarray,
+            num_bytes: np.ndarray) -> None:  # fmt: skip
+        """Documents of one batch (input indices, token counts, tokens end to end, byte counts), closing the open
+        file after the document that brings it to `shard_tokens`."""
+        offsets = np.concatenate([np.zeros(1, np.int64), np.cumsum(lengths)])
+        start = 0
+        while start < len(lengths):
+            reach = np.cumsum(lengths[start:])
+            stop = min(start + int(np.searchsorted(reach, self.shard_tokens - split.count)) + 1, len(lengths))
+            split.tokens.append(tokens[offsets[start] : offsets[stop]])
+            split.lengths.append(lengths[start:stop])
+            split.count += int(offsets[stop] - offsets[start])
+            split.num_bytes += int(num_bytes[start:stop].sum())
+            split.next_document = int(indices[stop - 1]) + 1
+            if split.count >= self.shard_tokens:
+                self.close(split)
+            start = stop
 
     def close(self, split: _Split) -> None:
         """Write the open file of `split` under temporary names, rename it into place, then record it."""
-        if not split.ends:
+        if not split.count:
             return
         name = f"{split.name}/{len(split.shards):05d}"
         base = self.folder / name
         base.parent.mkdir(parents=True, exist_ok=True)
-        count = split.ends[-1]
+        lengths = np.concatenate(split.lengths)
         with atomic_file(base.with_name(base.name + INDEX_SUFFIX)) as tmp:
-            tmp.write_bytes(np.asarray(split.ends, dtype=INDEX_DTYPE).tobytes())
+            tmp.write_bytes(np.cumsum(lengths).astype(INDEX_DTYPE).tobytes())
         with atomic_file(base.with_name(base.name + METADATA_SUFFIX)) as tmp:
-            tmp.write_text(f"{self.tokenizer_name}\n{count}\n{count / 1e6:.1f}M tokens")
+            tmp.write_text(f"{self.tokenizer_name}\n{split.count}\n{split.count / 1e6:.1f}M tokens")
         with atomic_file(base.with_name(base.name + TOKENS_SUFFIX)) as tmp:
             with tmp.open("wb") as f:
                 for piece in split.tokens:
                     f.write(piece.astype(self.dtype, copy=False).tobytes())
             crash_point("shard-tokens-written")  # complete, not yet renamed
-        split.shards.append({"file": name + TOKENS_SUFFIX, "tokens": count, "documents": len(split.ends),
+        split.shards.append({"file": name + TOKENS_SUFFIX, "tokens": split.count, "documents": len(lengths),
                              "bytes": split.num_bytes})  # fmt: skip
         split.resume_document = split.next_document
-        split.tokens, split.ends, split.num_bytes = [], [], 0
+        split.tokens, split.lengths, split.count, split.num_bytes = [], [], 0, 0
         self.save_progress()
         crash_point("shard-written")
 
@@ -120,6 +131,7 @@ def write_token_shards(
     tokenizer_name: str,
     text_column: str = "text",
     encoding: str = "utf-8",
+    dataset_config: str | None = None,
     validation_fraction: float = 0.02,
     seed: int = 0,
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
@@ -135,9 +147,10 @@ def write_token_shards(
     if not 0 <= validation_fraction < 1:
         raise ValueError(f"validation_fraction={validation_fraction} must be in [0, 1), e.g. 0.02 (0: no hold-out).")
     folder = Path(output_dir)
-    streams = _streams(source, text_column, encoding, validation_fraction)
+    streams = _streams(source, text_column, encoding, dataset_config)
     holdout = validation_fraction if len(streams) == 1 else None
-    settings = {"format_version": FORMAT_VERSION, "source": str(source), "text_column": text_column,
+    settings = {"format_version": FORMAT_VERSION, "source": str(source), "dataset_config": dataset_config,
+                "text_column": text_column,
                 "encoding": encoding, "tokenizer": tokenizer_fingerprint(tokenizer), "validation_fraction": holdout,
                 "seed": seed, "shard_tokens": shard_tokens}  # fmt: skip
     _check_folder(folder, settings)
@@ -151,13 +164,14 @@ def write_token_shards(
             splits = [writer.split(n) for n in names]
             start = min(s.resume_document for s in splits)
             batches = _batches(stream.skip(start) if start else stream, text_column, start)
-            for first, ids, num_bytes, rows in encoder.map(batches):
+            for indices, lengths, tokens, num_bytes, rows in encoder.map(batches):
                 bar.update(rows)
-                route = _held_out(first + np.arange(rows), seed, holdout) if holdout else None
-                for index, tokens, size in zip(ids[0], ids[1], num_bytes, strict=True):
-                    split = splits[int(route[index - first])] if holdout else splits[0]
-                    if index >= split.resume_document:
-                        writer.add(split, index, tokens, size)
+                side = _held_out(indices, seed, holdout) if holdout else np.zeros(len(indices), np.int64)
+                for number, split in enumerate(splits):
+                    mine = (side == number) & (indices >= split.resume_document)
+                    if mine.any():
+                        writer.add(split, indices[mine], lengths[mine], tokens[np.repeat(mine, lengths)],
+                                   num_bytes[mine])  # fmt: skip
             for split in splits:
                 writer.close(split)
     bar.close()
@@ -168,8 +182,8 @@ def write_token_shards(
     return manifest
 
 
-def _streams(source: str | Path, text_column: str, encoding: str, validation_fraction: float) -> list[tuple]:
-    options = dict(text_column=text_column, streaming=True, encoding=encoding)
+def _streams(source: str | Path, text_column: str, encoding: str, config: str | None) -> list[tuple]:
+    options = dict(text_column=text_column, streaming=True, encoding=encoding, config=config)
     streams = [("train", load_text_dataset(source, split="train", **options))]
     with suppress(ValueError):  # no validation split: a seeded fraction is held out (or none)
         streams.append(("validation", load_text_dataset(source, split="validation", **options)))
@@ -233,20 +247,18 @@ class _Encoder:
             self.pool.join()
 
     def map(self, batches):
-        """(first index, (document indices, token arrays), byte counts, input rows) per batch, in input order."""
+        """(document indices, token counts, tokens end to end, byte counts, input rows) per batch, in input order."""
         if self.pool is None:
             for first, texts in batches:
-                yield first, *_encode(self.tokenizer, first, texts)
+                yield _encode(self.tokenizer, first, texts)
             return
         pending: deque = deque()
         for first, texts in batches:
-            pending.append((first, self.pool.apply_async(_encode_in_worker, (first, texts))))
+            pending.append(self.pool.apply_async(_encode_in_worker, (first, texts)))
             if len(pending) >= 2 * self.num_proc:
-                head, result = pending.popleft()
-                yield head, *result.get()
+                yield pending.popleft().get()
         while pending:
-            head, result = pending.popleft()
-            yield head, *result.get()
+            yield pending.popleft().get()
 
 
 _worker_tokenizer: PreTrainedTokenizerBase | None = None
@@ -265,8 +277,9 @@ def _encode_in_worker(first: int, texts: list) -> tuple:
 def _encode(tokenizer: PreTrainedTokenizerBase, first: int, texts: list) -> tuple:
     kept = [i for i, t in enumerate(texts) if t]  # empty texts add no document, but keep their index
     ids, num_bytes = encode_documents(tokenizer, [texts[i] for i in kept])
-    arrays = [np.asarray(row, dtype=np.uint32) for row in ids]
-    return ([first + i for i in kept], arrays), num_bytes, len(texts)
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    tokens = np.fromiter((t for row in ids for t in row), dtype=np.uint32, count=int(lengths.sum()))
+    return np.asarray(kept, np.int64) + first, lengths, tokens, np.asarray(num_bytes, np.int64), len(texts)
 
 
 def _manifest(writer: _Writer, tokenizer: PreTrainedTokenizerBase, name: str, settings: dict, dtype: np.dtype) -> dict:
@@ -294,7 +307,10 @@ def _manifest(writer: _Writer, tokenizer: PreTrainedTokenizerBase, name: str, se
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
         },
-        **{key: settings[key] for key in ("source", "text_column", "validation_fraction", "seed", "shard_tokens")},
+        **{
+            key: settings[key]
+            for key in ("source", "dataset_config", "text_column", "validation_fraction", "seed", "shard_tokens")
+        },
         "splits": splits,
     }
 

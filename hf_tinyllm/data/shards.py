@@ -137,10 +137,10 @@ class TokenShards:
         document's first token, or from `start` for the document the span begins inside (as `pack_dataset`)."""
         out = []
         for _, ends, offset, lo, hi in self._pieces(start, stop):
-            local = np.arange(lo, hi)
+            local = np.arange(lo, hi, dtype=ends.dtype)  # the index's dtype: a mixed one would copy the whole index
             document = np.searchsorted(ends, local, side="right")  # the document each token is in
             first = np.where(document > 0, ends[np.maximum(document - 1, 0)], 0).astype(np.int64)
-            out.append(local + offset - np.maximum(first + offset, start))
+            out.append(local.astype(np.int64) + offset - np.maximum(first + offset, start))
         return np.concatenate(out)
 
     def _pieces(self, start: int, stop: int) -> Iterator[tuple[np.ndarray, np.ndarray, int, int, int]]:

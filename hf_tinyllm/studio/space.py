@@ -21,6 +21,7 @@ INSTALL_REQUIRES = (
     "pyyaml>=6",
     "matplotlib>=3.10,<4",
     "gguf>=0.19,<1",
+    "torchdata>=0.11,<0.12",
 )
 STUDIO_REQUIRES = ("gradio>=6.31,<7", "plotly>=7.1,<8")
 REQUIREMENTS = INSTALL_REQUIRES + STUDIO_REQUIRES

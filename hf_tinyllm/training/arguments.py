@@ -79,6 +79,7 @@ class DataArguments:
     dataset: str = field(
         default="tinyworld", metadata={"help": "'tinyworld', files/folder, save_to_disk folder or Hub name."}
     )
+    dataset_config: str | None = field(default=None, metadata={"help": "A Hub dataset's configuration (subset)."})
     text_column: str = field(default="text")
     encoding: str = field(default="utf-8", metadata={"help": "Text encoding of txt/json/jsonl/csv files."})
     tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer folder; default: train one on the data."})
@@ -101,6 +102,11 @@ class DataArguments:
         default=0.02, metadata={"help": "Held out when the data has no validation split."}
     )
     num_proc: int | None = field(default=None, metadata={"help": "Processes for tokenisation."})
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Read, tokenise and pack the text as training goes (a corpus larger than memory that is "
+                  "not tokenised yet; the Accelerate loop). Token shards (`tinyllm tokenize`) need no flag."},
+    )  # fmt: skip
     tinyworld_documents: int = field(
         default=40_000, metadata={"help": "TinyWorld training documents (validation: 5%% of them, 100 to 2,000)."}
     )

@@ -8,6 +8,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 
 from ..atomic import replace_directory
@@ -84,13 +85,17 @@ def resolve_checkpoint(resume_from: str | None, output_dir: Path, run_configurat
     return path
 
 
+LOADER_STATE = "loader_state_{rank}.pt"
+
+
 def save_checkpoint(
-    accelerator: Accelerator, output_dir: Path, step: int, keep: int, run_configuration: dict | None = None
-) -> Path:
+    accelerator: Accelerator, output_dir: Path, step: int, keep: int, run_configuration: dict | None = None,
+    loader_state: dict | None = None,
+) -> Path:  # fmt: skip
     """Every process writes its part into `checkpoints/.checkpoint-<step>.tmp`; then the main process writes the
     manifest (every file's size and sha256, and `run_configuration`), renames the folder to `checkpoint-<step>` (one
     rename: a kill at any moment leaves either no new checkpoint or a complete one) and deletes all but the newest
-    `keep`."""
+    `keep`. `loader_state` is this process's own (a streaming loader's): every process writes its file."""
     folder = output_dir / "checkpoints"
     final = folder / f"checkpoint-{step}"
     tmp = folder / f".checkpoint-{step}.tmp"
@@ -99,6 +104,8 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    if loader_state is not None:
+        torch.save(loader_state, tmp / LOADER_STATE.format(rank=accelerator.process_index))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_manifest(tmp, run_configuration or {})
@@ -110,4 +117,13 @@ def save_checkpoint(
     return final
 
 
-__all__ = ["TrainingProgress", "checkpoints", "resolve_checkpoint", "save_checkpoint"]
+def load_loader_state(checkpoint: Path, rank: int) -> dict:
+    """The loader state process `rank` saved in `checkpoint`."""
+    path = checkpoint / LOADER_STATE.format(rank=rank)
+    if not path.is_file():
+        raise FileNotFoundError(f"{checkpoint} has no {path.name}: it was not saved by a streaming run with this "
+                                "process; resume with the run's own settings.")  # fmt: skip
+    return torch.load(path, weights_only=True)
+
+
+__all__ = ["TrainingProgress", "checkpoints", "load_loader_state", "resolve_checkpoint", "save_checkpoint"]

@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from ..data.loading import load_text_dataset
@@ -23,6 +23,11 @@ from ..data.tinyworld import TinyWorld, TinyWorldConfig, tinyworld_dataset
 from ..evaluation import evaluate_model
 from ..tokenization import load_tokenizer, save_tokenizer, train_tokenizer
 from .arguments import DataArguments
+from .streaming import held_out, packed_stream
+
+# Validation documents kept in memory from token shards or a stream, for `evaluate_model` and the probes (which take
+# fewer): TinyWorld's default validation set, four times `--eval_documents`' default.
+SHARD_VALIDATION_DOCUMENTS = 2_000
 
 
 @dataclass
@@ -70,7 +75,7 @@ def _documents(args: DataArguments, seed: int) -> tuple[Dataset, Dataset, Datase
         trained = [asdict(p) for p in generator.trained_problems(len(heldout), seed=seed)]
         trained = Dataset.from_list(trained) if trained else None
         return world["train"], world["validation"], heldout, generator.floor_bits_per_byte(), trained
-    options = dict(text_column=args.text_column, encoding=args.encoding)
+    options = dict(text_column=args.text_column, encoding=args.encoding, config=args.dataset_config)
     train = load_text_dataset(args.dataset, split="train", **options)
     try:
         validation = load_text_dataset(args.dataset, split="validation", **options)
@@ -90,8 +95,15 @@ def prepare_training_data(
     and pack. Every process ends with the same blocks; the dataloader shards them. `main_process_first` is
     `accelerator.main_process_first` or `TrainingArguments.main_process_first`."""
     if is_token_shards(args.dataset):
+        if args.streaming:
+            raise ValueError(f"--dataset {args.dataset} holds token shards, which are read by memory map; drop "
+                             "--streaming (it is for text that is not tokenised yet).")  # fmt: skip
         return _token_shards_data(args)
-    train, validation, heldout, floor, trained = _documents(args, seed)
+    if args.streaming:
+        train, validation = _streamed_documents(args, seed)
+        heldout = floor = trained = None
+    else:
+        train, validation, heldout, floor, trained = _documents(args, seed)
     tokenizer_dir = output_dir / "tokenizer"
     with main_process_first():
         if args.tokenizer is not None:
@@ -109,12 +121,30 @@ def prepare_training_data(
         return pack_dataset(tokens, args.block_size, document_positions=args.document_positions,
                             bos_token_id=tokenizer.bos_token_id)  # fmt: skip
 
+    if args.streaming:
+        stream = packed_stream(train, tokenizer, args.block_size, args.document_positions)
+        return TrainingData(tokenizer, stream, blocks(validation), validation)
     return TrainingData(tokenizer, blocks(train), blocks(validation), validation, heldout, floor, trained)
 
 
-# Validation documents decoded from token shards for `evaluate_model` and the probes (which take fewer): TinyWorld's
-# default validation set, four times `--eval_documents`' default.
-SHARD_VALIDATION_DOCUMENTS = 2_000
+def _streamed_documents(args: DataArguments, seed: int) -> tuple[IterableDataset, Dataset]:
+    """The training stream, and validation documents in memory (at most `SHARD_VALIDATION_DOCUMENTS`): the source's
+    validation split, or a seeded `--validation_fraction` of it chosen by a hash of each text (`held_out`)."""
+    options = dict(text_column=args.text_column, encoding=args.encoding, config=args.dataset_config, streaming=True)
+    train = load_text_dataset(args.dataset, split="train", **options)
+    try:
+        validation = load_text_dataset(args.dataset, split="validation", **options)
+    except ValueError:  # no validation split
+        column, fraction = args.text_column, args.validation_fraction
+        validation = train.filter(lambda row: held_out(row[column] or "", seed, fraction))
+        train = train.filter(lambda row: not held_out(row[column] or "", seed, fraction))
+    if args.text_column != "text":
+        train = train.rename_column(args.text_column, "text")
+        validation = validation.rename_column(args.text_column, "text")
+    texts = [row["text"] for row in validation.take(SHARD_VALIDATION_DOCUMENTS) if row["text"]]
+    if not texts:
+        raise ValueError(f"--streaming: {args.dataset} gave no validation documents; raise --validation_fraction.")
+    return train, Dataset.from_dict({"text": texts})
 
 
 def _token_shards_data(args: DataArguments) -> TrainingData:

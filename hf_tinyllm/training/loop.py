@@ -10,6 +10,7 @@ import math
 import platform
 import signal
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.tracking import GeneralTracker
 from accelerate.utils import ProjectConfiguration, is_tensorboard_available, send_to_device, set_seed
 from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 from tqdm.auto import tqdm
 
 from ..data.shards import TokenBlocks
@@ -34,7 +36,7 @@ from .arguments import (
     validate_train_arguments,
 )
 from .artifacts import save_final_model
-from .checkpoint import TrainingProgress, resolve_checkpoint, save_checkpoint
+from .checkpoint import TrainingProgress, load_loader_state, resolve_checkpoint, save_checkpoint
 from .data import prepare_training_data, training_collator
 from .manifest import model_fingerprint
 from .model import build_training_model
@@ -43,6 +45,7 @@ from .probes import build_probe, embedding_optimizer
 from .run_lock import run_folder_lock
 from .sampler import EpochSampler
 from .sharding import configure_sharding, device_arguments, measure_whole, whole_model
+from .streaming import PackedStream, check_layout
 from .throughput import matmul_parameters, matmul_peak_flops, training_flops_per_token
 
 
@@ -109,6 +112,10 @@ def _batches(accelerator: Accelerator, dataloader, progress: TrainingProgress):
     """Endless batches from the current training position. Blocks from token shards: the loader is this process's
     own (`EpochSampler`), positioned in O(1) and moved to the device here. Otherwise the loader is Accelerate's
     (sharded by `prepare`), reseeded per epoch (set_epoch) and fast-forwarded by `skip_first_batches`."""
+    if isinstance(dataloader, StatefulDataLoader):  # streaming: endless, positioned by its own state
+        for batch in dataloader:
+            progress.batches_in_epoch += 1
+            yield send_to_device(batch, accelerator.device, non_blocking=True)
     own = isinstance(dataloader.sampler, EpochSampler)
     while True:
         if own:
@@ -291,6 +298,7 @@ class TrainingRun:
     history: list[dict] = field(default_factory=list)
     last_eval: dict = field(default_factory=dict)
     stopped_by: str | None = None
+    dataloader: Any = None
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -326,7 +334,15 @@ def _set_up(
     collator = training_collator(data, data_args, model_args.attn_implementation, batch_size)
     workers = loader_workers(accelerator.device, run_args.dataloader_num_workers)
     shards = isinstance(data.train_blocks, TokenBlocks)
-    if shards:  # this process's blocks already: Accelerate must not shard the loader a second time
+    streaming = isinstance(data.train_blocks, PackedStream)
+    if streaming:  # this process's shards of the stream: Accelerate must not shard the loader a second time
+        check_layout(data.train_blocks.num_shards, accelerator.num_processes, workers.get("num_workers", 0),
+                     data_args.dataset)  # fmt: skip
+        stream = data.train_blocks.for_process(accelerator.process_index, accelerator.num_processes)
+        with warnings.catch_warnings():  # torchdata 0.11's own call of torch's deprecated set_vital, not ours
+            warnings.filterwarnings("ignore", "'set_vital' is deprecated", UserWarning)
+            dataloader = StatefulDataLoader(stream, batch_size, drop_last=True, collate_fn=collator, **workers)
+    elif shards:  # this process's blocks already: Accelerate must not shard the loader a second time
         sampler = EpochSampler(len(data.train_blocks), batch_size, accelerator.num_processes,
                                accelerator.process_index, run_args.seed)  # fmt: skip
         dataloader = DataLoader(data.train_blocks, batch_size, sampler=sampler, drop_last=True, collate_fn=collator,
@@ -334,17 +350,20 @@ def _set_up(
     else:
         dataloader = DataLoader(data.train_blocks, batch_size, shuffle=True, drop_last=True, collate_fn=collator,
                                 **workers)  # fmt: skip
-    if len(dataloader) == 0:
+    if not streaming and len(dataloader) == 0:
         raise ValueError(
             f"{len(data.train_blocks)} training blocks cannot fill one batch of {batch_size} on each of "
             f"{accelerator.num_processes} process(es); lower per_device_batch_size or block_size, or add data."
         )
     parameters = model.num_parameters()  # counted before prepare: ZeRO-3 leaves empty placeholders
     flops_per_token = training_flops_per_token(model.config, matmul_parameters(model), data_args.block_size)
-    if shards:
+    if shards or streaming:
         model, *optimizers = accelerator.prepare(model, *optimizers)
-        # The sampler's position (epoch, batches) names the same blocks only with the same processes and batch.
+        # The saved position (epoch and batches; a stream's per-worker states) names the same blocks only with the
+        # same processes, batch and, streaming, loader workers.
         run_configuration["sampler"] = {"processes": accelerator.num_processes, "per_device_batch_size": batch_size}
+        if streaming:
+            run_configuration["sampler"]["dataloader_num_workers"] = workers.get("num_workers", 0)
     else:
         model, dataloader, *optimizers = accelerator.prepare(model, dataloader, *optimizers)
     if run_args.compile_on(accelerator.device):
@@ -360,6 +379,8 @@ def _set_up(
     resume = resolve_checkpoint(run_args.resume_from_checkpoint, output_dir, run_configuration)
     if resume is not None:
         accelerator.load_state(str(resume))
+        if streaming:
+            dataloader.load_state_dict(load_loader_state(resume, accelerator.process_index))
         accelerator.print(f"Resumed from {resume} at step {progress.step}")
     tokens_per_step = (
         optim_args.per_device_batch_size * data_args.block_size * optim_args.gradient_accumulation_steps
@@ -372,7 +393,7 @@ def _set_up(
     return TrainingRun(
         accelerator, output_dir, model_args, data_args, optim_args, run_args, probe_args, data, probe, model,
         accelerator.unwrap_model(model), optimizers, schedulers, _batches(accelerator, dataloader, progress), progress,
-        run_configuration, parameters, flops_per_token, peak, tokens_per_step, stop_at,
+        run_configuration, parameters, flops_per_token, peak, tokens_per_step, stop_at, dataloader=dataloader,
     )  # fmt: skip
 
 
@@ -427,10 +448,17 @@ def _run_steps(run: TrainingRun, hooks: list[StepHooks]) -> None:
     bar.close()
     watch.check()
     run.stopped_by = stop.received
-    save_checkpoint(accelerator, run.output_dir, progress.step, run_args.save_total_limit, run.run_configuration)
+    _save(run)
     if progress.step >= optim_args.max_steps:
         run.last_eval = _evaluate(run)
         _log_eval(accelerator, run.last_eval, progress.step, run.history)
+
+
+def _save(run: TrainingRun) -> None:
+    """A checkpoint of the run at its step; a streaming loader's state goes in it, each process's own."""
+    loader_state = run.dataloader.state_dict() if isinstance(run.dataloader, StatefulDataLoader) else None
+    save_checkpoint(run.accelerator, run.output_dir, run.progress.step, run.run_args.save_total_limit,
+                    run.run_configuration, loader_state)  # fmt: skip
 
 
 def _periodic_work(run: TrainingRun, result: StepResult, watch: NonFiniteWatch, window: dict, bar, stopping: bool):
@@ -452,7 +480,7 @@ def _periodic_work(run: TrainingRun, result: StepResult, watch: NonFiniteWatch, 
         run.last_eval = _evaluate(run)
         _log_eval(run.accelerator, run.last_eval, step, run.history)
     if saving:
-        save_checkpoint(run.accelerator, run.output_dir, step, run_args.save_total_limit, run.run_configuration)
+        _save(run)
     # Several processes agree at logging steps only (a collective and a read-back); one process asks its own flag.
     if run.accelerator.num_processes == 1 or logging:
         return _stop_agreed(run.accelerator, stopping)

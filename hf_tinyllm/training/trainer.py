@@ -4,6 +4,7 @@ LoRA with PEFT. Evaluation adds token-weighted perplexity, bits per byte and nex
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,6 +143,19 @@ def run_trainer(
     """Train (or fine-tune with `model_args.init_from`, optionally with LoRA) through the Trainer; save the model and
     tokenizer to `training_args.output_dir`; return the final evaluation, TinyWorld floor and arithmetic included.
     With `probe_args.probe_steps`, the learning probes are recorded into the Trainer's log (and trackers)."""
+    if data_args.streaming:
+        raise ValueError(
+            "--streaming trains in the Accelerate loop (scripts/train.py); for the Trainer, tokenise a corpus larger "
+            "than memory into token shards (`tinyllm tokenize SOURCE OUT --tokenizer TOKENIZER`) and pass "
+            "--dataset OUT."
+        )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and training_args.world_size == 1:
+        raise ValueError(
+            f"launched as {launched} processes, but the Trainer would run each as a run of its own (each training "
+            "on every batch): on a machine without GPUs, pass --use_cpu, so that Accelerate joins them in one gloo "
+            "group."
+        )
     output_dir = Path(training_args.output_dir)
     data = prepare_training_data(data_args, training_args.main_process_first, output_dir, training_args.seed)
     set_seed(training_args.seed)  # the fresh model's weights come from the seed, not from whatever ran before
