@@ -110,12 +110,14 @@ def _trackers(report_to: str, output_dir: Path) -> list:
 
 def _batches(accelerator: Accelerator, dataloader, progress: TrainingProgress):
     """Endless batches from the current training position. Blocks from token shards: the loader is this process's
-    own (`EpochSampler`), positioned in O(1) and moved to the device here. Otherwise the loader is Accelerate's
-    (sharded by `prepare`), reseeded per epoch (set_epoch) and fast-forwarded by `skip_first_batches`."""
-    if isinstance(dataloader, StatefulDataLoader):  # streaming: endless, positioned by its own state
+    own (`EpochSampler`), positioned in O(1) and moved to the device here; a stream's loader too, positioned by its
+    saved state. Otherwise the loader is Accelerate's (sharded by `prepare`), reseeded per epoch (set_epoch) and
+    fast-forwarded by `skip_first_batches`."""
+    if isinstance(dataloader, StatefulDataLoader):  # streaming: endless (PackedStream), positioned by its own state
         for batch in dataloader:
             progress.batches_in_epoch += 1
             yield send_to_device(batch, accelerator.device, non_blocking=True)
+        return
     own = isinstance(dataloader.sampler, EpochSampler)
     while True:
         if own:
