@@ -1,6 +1,7 @@
 """The real-corpus recipe (configs/runs/small_fineweb_edu.yaml) offline: its three commands on local parquet files
 the test writes in place of FineWeb-Edu (a tokenizer on a sample of the stream, `tinyllm tokenize`, training on the
-shards), then the recipe's streaming variant; sizes overridden to debug, everything else the recipe's."""
+shards), then the recipe's streaming variant; sizes overridden to debug, everything else the recipe's, with the
+learning probes on (their fixed batch comes from the shards or the stream)."""
 
 import json
 
@@ -18,7 +19,7 @@ RECIPE = REPO_ROOT / "configs" / "runs" / "small_fineweb_edu.yaml"
 DEBUG_SIZES = ["--preset", "debug", "--block_size", "32", "--per_device_batch_size", "2",
                "--gradient_accumulation_steps", "1", "--max_steps", "3", "--warmup_steps", "1", "--mixed_precision",
                "no", "--attn_implementation", "sdpa", "--eval_steps", "0", "--save_steps", "3", "--eval_documents",
-               "4", "--report_to", "none"]  # fmt: skip
+               "4", "--report_to", "none", "--probe_steps", "3", "--probe_documents", "2"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +59,5 @@ def test_the_recipe_commands_run_on_local_parquet(parquet_corpus, tmp_path, caps
                                       "--output_dir", str(out)]))  # fmt: skip
         summary = json.loads((out / "model" / "training_summary.json").read_text())
         assert summary["steps"] == 3 and (out / "model" / "model.safetensors").is_file(), name
+        probes = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+        assert [row["step"] for row in probes if any(k.startswith("probe/") for k in row)] == [0, 3], name

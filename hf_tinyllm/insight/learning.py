@@ -134,7 +134,10 @@ def plot_learning_curves(history: list[dict], path: str | Path, floor_bits_per_b
         if key in records[-1]:
             ax.plot(steps, [100 * v for v in series(key)], marker="o", label=label)
     ax.set(title="arithmetic exact match (memorised vs general)", xlabel="step", ylabel="%", ylim=(-3, 103))
-    ax.legend(loc="best", fontsize=8)
+    if ax.get_lines():
+        ax.legend(loc="best", fontsize=8)
+    else:
+        _missing(ax, "arithmetic: the data has no TinyWorld problems")
 
     ax = axes[1]
     rank_key = next((k for k in records[-1] if k.startswith("analogy_rank_")), None)

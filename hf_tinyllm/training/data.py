@@ -23,7 +23,7 @@ from ..data.tinyworld import TinyWorld, TinyWorldConfig, tinyworld_dataset
 from ..evaluation import evaluate_model
 from ..tokenization import load_tokenizer, save_tokenizer, train_tokenizer
 from .arguments import DataArguments
-from .streaming import held_out, packed_stream
+from .streaming import PackedStream, held_out, packed_stream
 
 # Validation documents kept in memory from token shards or a stream, for `evaluate_model` and the probes (which take
 # fewer): TinyWorld's default validation set, four times `--eval_documents`' default.
@@ -33,8 +33,8 @@ SHARD_VALIDATION_DOCUMENTS = 2_000
 @dataclass
 class TrainingData:
     tokenizer: PreTrainedTokenizerFast
-    train_blocks: Dataset
-    validation_blocks: Dataset
+    train_blocks: Dataset | TokenBlocks | PackedStream  # packed in memory, memory-mapped shards, or a stream
+    validation_blocks: Dataset | TokenBlocks
     validation_documents: Dataset
     heldout_arithmetic: Dataset | None = None
     floor_bits_per_byte: float | None = None

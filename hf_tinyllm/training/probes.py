@@ -2,15 +2,18 @@
 by the Accelerate loop after an optimizer step, and by the Trainer through `ProbeCallback`. Both call the same
 `measure`, so a model gives the same numbers under either."""
 
+import itertools
 from collections.abc import Callable
 
 import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from ..data.shards import TokenBlocks
 from ..insight.learning import LearningProbe
 from .arguments import ProbeArguments
 from .data import TrainingData
+from .streaming import PackedStream
 
 
 def build_probe(data: TrainingData, args: ProbeArguments) -> LearningProbe | None:
@@ -22,16 +25,26 @@ def build_probe(data: TrainingData, args: ProbeArguments) -> LearningProbe | Non
         raise ValueError(
             f"probe_batch_size={args.probe_batch_size} and probe_documents={args.probe_documents} must be at least 1."
         )
-    count = min(args.probe_batch_size, len(data.train_blocks))
     documents = data.validation_documents.select(range(min(args.probe_documents, len(data.validation_documents))))
     return LearningProbe(
         tokenizer=data.tokenizer,
-        probe_batch=torch.tensor(data.train_blocks[:count]["input_ids"]),
+        probe_batch=first_blocks(data.train_blocks, args.probe_batch_size),
         trained_problems=_sample(data.trained_arithmetic, args.probe_problems),
         heldout_problems=_sample(data.heldout_arithmetic, args.probe_problems),
         validation_documents=list(documents),
         floor_bits_per_byte=data.floor_bits_per_byte,
     )
+
+
+def first_blocks(blocks: Dataset | TokenBlocks | PackedStream, count: int) -> torch.Tensor:
+    """The input ids of the first `count` training blocks (fewer if there are fewer), whatever holds them: packed in
+    memory, memory-mapped shards, or a stream (read from its start by a copy of its own)."""
+    if isinstance(blocks, PackedStream):
+        return torch.stack([torch.as_tensor(b["input_ids"]) for b in itertools.islice(blocks.for_process(0, 1), count)])
+    count = min(count, len(blocks))
+    if isinstance(blocks, Dataset):
+        return torch.tensor(blocks[:count]["input_ids"])
+    return torch.stack([torch.as_tensor(blocks[i]["input_ids"]) for i in range(count)])
 
 
 def _sample(problems: Dataset | None, count: int) -> list[dict] | None:
@@ -74,4 +87,4 @@ class ProbeCallback(TrainerCallback):
         self.log(self.probe.measure(base, embedding_optimizer([optimizer], base) if optimizer else None))
 
 
-__all__ = ["ProbeCallback", "build_probe", "embedding_optimizer"]
+__all__ = ["ProbeCallback", "build_probe", "embedding_optimizer", "first_blocks"]
