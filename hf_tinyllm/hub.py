@@ -24,7 +24,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalToken
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import UserError
-from .model_card import TRAINING_RECORDS, write_model_card
+from .model_card import TIMELINE_DIR, TRAINING_RECORDS, write_model_card
 from .tokenization import write_tokenizer_files
 
 try:  # the HTTP client of huggingface_hub 2.x; its transport errors are not OSErrors
@@ -132,13 +132,15 @@ def stage_repository(
         for path in folder.iterdir():
             if path.is_file() and path.name not in MODEL_FILES_SKIPPED:
                 shutil.copy2(path, staging / path.name)
+        if (folder / TIMELINE_DIR).is_dir():  # the snapshots of training (hf_tinyllm.insight.timeline)
+            shutil.copytree(folder / TIMELINE_DIR, staging / TIMELINE_DIR)
     if llama:  # replace the TinyLLM files by the plain Llama export; keep the training records
         from . import TinyLLMForCausalLM
 
         model = TinyLLMForCausalLM.from_pretrained(staging)
         tokenizer = AutoTokenizer.from_pretrained(staging) if (staging / "tokenizer.json").exists() else None
         for path in staging.iterdir():
-            if path.name not in TRAINING_RECORDS:
+            if path.name not in (*TRAINING_RECORDS, TIMELINE_DIR):
                 path.unlink()
         to_llama(model).save_pretrained(staging, max_shard_size=max_shard_size)
         if tokenizer is not None:

@@ -16,6 +16,7 @@ LOSS_CURVE_FILE = "loss_curve.png"
 LEARNING_CURVES_FILE = "learning_curves.png"
 TRAINING_LOG_FILE = "training_log.jsonl"
 # They travel with the weights to the Hub.
+TIMELINE_DIR = "timeline"  # the snapshots of training (hf_tinyllm.insight.timeline), a folder
 TRAINING_RECORDS = (SUMMARY_FILE, LOSS_CURVE_FILE, LEARNING_CURVES_FILE, TRAINING_LOG_FILE)
 TRANSFORMERS_REQUIREMENT = ">=5.23,<6"
 LIMITATIONS = (

@@ -268,6 +268,15 @@ class ProbeArguments:
         default=0,
         metadata={"help": "Held-out and as many trained arithmetic problems per probe (a seeded sample); 0: all."},
     )
+    timeline: str = field(
+        default="auto",
+        metadata={"help": "Snapshots at each probe step (timeline/): auto (whole weights up to "
+                  "--timeline_max_parameters, else the embedding), weights, embeddings, or off.",
+                  "choices": ["auto", "weights", "embeddings", "off"]},
+    )  # fmt: skip
+    timeline_max_parameters: int = field(
+        default=10_000_000, metadata={"help": "With --timeline auto: whole weights up to this many parameters."}
+    )
 
     def __post_init__(self) -> None:
         for name in ("probe_steps", "probe_problems"):

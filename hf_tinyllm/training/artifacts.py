@@ -2,6 +2,7 @@
 and a loss-curve plot, written atomically."""
 
 import json
+import shutil
 from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
@@ -21,7 +22,10 @@ def save_final_model(
     summary: dict,
     history: list[dict],
     floor_bits_per_byte: float | None = None,
+    timeline: Path | None = None,
 ) -> Path:
+    """The final model folder, atomically: weights, tokenizer, training records, their pictures and the run's
+    timeline of snapshots (`timeline`, a run's `timeline/` folder) when it recorded one."""
     model.config.use_cache = True  # training turned it off; generation wants it
     model.config.cross_entropy_chunk_size = 0  # a training-time choice: the saved model computes the plain loss
     with atomic_directory(path) as tmp:
@@ -32,6 +36,8 @@ def save_final_model(
         plot_loss_curve(history, tmp / LOSS_CURVE_FILE, floor_bits_per_byte)
         if probe_records(history):
             plot_learning_curves(history, tmp / LEARNING_CURVES_FILE, floor_bits_per_byte)
+        if timeline is not None and timeline.is_dir():
+            shutil.copytree(timeline, tmp / timeline.name)
         crash_point("final-model-written")
     return path
 

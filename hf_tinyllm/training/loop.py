@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..data.shards import TokenBlocks
 from ..errors import UserError
+from ..insight.timeline import TIMELINE_DIR, TimelineRecorder
 from .arguments import (
     DataArguments,
     ModelArguments,
@@ -301,6 +302,7 @@ class TrainingRun:
     last_eval: dict = field(default_factory=dict)
     stopped_by: str | None = None
     dataloader: Any = None
+    timeline: TimelineRecorder | None = None
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -396,6 +398,7 @@ def _set_up(
         accelerator, output_dir, model_args, data_args, optim_args, run_args, probe_args, data, probe, model,
         accelerator.unwrap_model(model), optimizers, schedulers, _batches(accelerator, dataloader, progress), progress,
         run_configuration, parameters, flops_per_token, peak, tokens_per_step, stop_at, dataloader=dataloader,
+        timeline=TimelineRecorder(output_dir / TIMELINE_DIR, probe_args.timeline, probe_args.timeline_max_parameters),
     )  # fmt: skip
 
 
@@ -517,10 +520,13 @@ def _evaluate(run: TrainingRun) -> dict:
 
 
 def _record_probe(run: TrainingRun) -> None:
-    # The probe takes gradients and copies the model: on whole weights, on the main process.
-    record = measure_whole(
-        run.accelerator, run.model, run.optimizers, lambda m, opts: run.probe.measure(m, embedding_optimizer(opts, m))
-    )
+    # The probe takes gradients and copies the model: on whole weights, on the main process, which also keeps the
+    # timeline's snapshot of them.
+    def measure(model, optimizers) -> dict:
+        run.timeline.record(model, run.progress.step)
+        return run.probe.measure(model, embedding_optimizer(optimizers, model))
+
+    record = measure_whole(run.accelerator, run.model, run.optimizers, measure)
     run.accelerator.wait_for_everyone()
     if record:
         run.accelerator.log(record, step=run.progress.step)
@@ -560,7 +566,8 @@ def _finish(run: TrainingRun) -> dict:
     final = whole_model(accelerator, run.model) if finished else None
     if finished and accelerator.is_main_process:
         summary["model_dir"] = str(save_final_model(final, run.data.tokenizer, run.output_dir / "model", summary,
-                                                    run.history, run.data.floor_bits_per_byte))  # fmt: skip
+                                                    run.history, run.data.floor_bits_per_byte,
+                                                    run.output_dir / TIMELINE_DIR))  # fmt: skip
         if run_args.push_to_hub:
             from ..hub import push_folder
 

@@ -11,6 +11,7 @@ from transformers import PreTrainedModel, TrainerCallback, TrainerControl, Train
 
 from ..data.shards import TokenBlocks
 from ..insight.learning import LearningProbe
+from ..insight.timeline import TimelineRecorder
 from .arguments import ProbeArguments
 from .data import TrainingData
 from .streaming import PackedStream
@@ -67,10 +68,17 @@ def embedding_optimizer(optimizers: list, model: PreTrainedModel) -> torch.optim
 
 class ProbeCallback(TrainerCallback):
     """Records the probe every `every` optimizer steps under the Trainer, through `log` (the Trainer's own `log`, so
-    the numbers reach `log_history` and every `report_to` tracker)."""
+    the numbers reach `log_history` and every `report_to` tracker), and the timeline's snapshots: before the first
+    step and at each probe."""
 
-    def __init__(self, probe: LearningProbe, every: int, log: Callable[[dict], None]) -> None:
-        self.probe, self.every, self.log = probe, every, log
+    def __init__(
+        self, probe: LearningProbe, every: int, log: Callable[[dict], None], timeline: TimelineRecorder | None = None
+    ) -> None:
+        self.probe, self.every, self.log, self.timeline = probe, every, log, timeline
+
+    def on_train_begin(self, args, state: TrainerState, control: TrainerControl, model=None, **kwargs) -> None:
+        if self.timeline is not None and state.global_step == 0 and state.is_world_process_zero:
+            self.timeline.record(_base(model), 0)
 
     def on_step_end(
         self,
@@ -83,8 +91,14 @@ class ProbeCallback(TrainerCallback):
     ) -> None:
         if state.global_step % self.every or not state.is_world_process_zero:
             return
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+        base = _base(model)
+        if self.timeline is not None:
+            self.timeline.record(base, state.global_step)
         self.log(self.probe.measure(base, embedding_optimizer([optimizer], base) if optimizer else None))
+
+
+def _base(model: PreTrainedModel) -> PreTrainedModel:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
 
 
 __all__ = ["ProbeCallback", "build_probe", "embedding_optimizer", "first_blocks"]
