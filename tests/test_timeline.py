@@ -12,6 +12,7 @@ from hf_tinyllm.hub import stage_repository
 from hf_tinyllm.insight import InsightError
 from hf_tinyllm.insight.timeline import Timeline, TimelineRecorder, load_timeline
 from hf_tinyllm.modeling_tinyllm import TinyLLMForCausalLM
+from hf_tinyllm.training import ProbeArguments
 
 
 def test_snapshots_round_trip_and_kinds(tmp_path):
@@ -43,6 +44,10 @@ def test_snapshots_round_trip_and_kinds(tmp_path):
         timeline.embeddings(8)
     with pytest.raises(ValueError, match="timeline='sometimes'"):
         TimelineRecorder(tmp_path / "x", kind="sometimes")
+    # Fewer snapshots: --timeline_every K keeps every K-th probe step.
+    fewer = ProbeArguments(probe_steps=2, timeline_every=3).timeline_recorder(tmp_path / "fewer")
+    assert [fewer.record(model, step) is not None for step in (0, 2, 4, 6, 12)] == [True, False, False, True, True]
+    assert Timeline(tmp_path, tmp_path / "fewer").steps == [0, 6, 12]
 
 
 def test_the_loop_records_a_timeline_into_the_model_folder_and_the_hub_staging(tmp_path, tokenizer_dir):

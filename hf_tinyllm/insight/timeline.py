@@ -38,16 +38,19 @@ def snapshot_file(step: int) -> str:
 @dataclass
 class TimelineRecorder:
     """Writes a snapshot of a model at a step into `folder` (`kind`: "auto" = whole weights up to `max_parameters`,
-    "weights", "embeddings", or "off")."""
+    "weights", "embeddings", or "off"), at steps that are multiples of `every`."""
 
     folder: Path
     kind: str = "auto"
     max_parameters: int = DEFAULT_MAX_PARAMETERS
+    every: int = 1  # keep a snapshot at steps that are multiples of this (fewer snapshots: a multiple of probe_steps)
     index: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"timeline={self.kind!r}: use one of {', '.join(KINDS)}.")
+        if self.every < 1:
+            raise ValueError(f"a snapshot every {self.every} steps: use a positive number of steps.")
         self.folder = Path(self.folder)
         index = self.folder / INDEX_FILE
         if index.is_file():  # a resumed run keeps the snapshots already taken
@@ -63,7 +66,7 @@ class TimelineRecorder:
     def record(self, model: PreTrainedModel, step: int) -> Path | None:
         """One snapshot of `model` (whole weights on this process) at `step`; None when off."""
         kind = self.kind_for(model)
-        if kind is None:
+        if kind is None or step % self.every:
             return None
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / snapshot_file(step)

@@ -5,9 +5,13 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from transformers import HfArgumentParser, SchedulerType
+
+if TYPE_CHECKING:
+    from ..insight.timeline import TimelineRecorder
 
 OPTIMIZERS = ("adamw", "muon")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
@@ -277,11 +281,21 @@ class ProbeArguments:
     timeline_max_parameters: int = field(
         default=10_000_000, metadata={"help": "With --timeline auto: whole weights up to this many parameters."}
     )
+    timeline_every: int = field(
+        default=1, metadata={"help": "Keep a snapshot at every K-th probe step only (fewer snapshots)."}
+    )
+
+    def timeline_recorder(self, folder: Path) -> "TimelineRecorder":
+        """The run's timeline recorder: snapshots every `timeline_every` probe steps into `folder`."""
+        from ..insight.timeline import TimelineRecorder
+
+        return TimelineRecorder(folder, self.timeline, self.timeline_max_parameters,
+                                every=max(1, self.probe_steps) * self.timeline_every)  # fmt: skip
 
     def __post_init__(self) -> None:
         for name in ("probe_steps", "probe_problems"):
             _check_at_least(name, getattr(self, name), 0)
-        for name in ("probe_documents", "probe_batch_size"):
+        for name in ("probe_documents", "probe_batch_size", "timeline_every"):
             _check_at_least(name, getattr(self, name), 1)
 
 

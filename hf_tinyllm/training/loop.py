@@ -398,7 +398,7 @@ def _set_up(
         accelerator, output_dir, model_args, data_args, optim_args, run_args, probe_args, data, probe, model,
         accelerator.unwrap_model(model), optimizers, schedulers, _batches(accelerator, dataloader, progress), progress,
         run_configuration, parameters, flops_per_token, peak, tokens_per_step, stop_at, dataloader=dataloader,
-        timeline=TimelineRecorder(output_dir / TIMELINE_DIR, probe_args.timeline, probe_args.timeline_max_parameters),
+        timeline=probe_args.timeline_recorder(output_dir / TIMELINE_DIR),
     )  # fmt: skip
 
 

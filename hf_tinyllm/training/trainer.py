@@ -14,7 +14,7 @@ from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer, Train
 
 from ..data.packing import check_block_size
 from ..insight.learning import plot_learning_curves, probe_records
-from ..insight.timeline import TIMELINE_DIR, TimelineRecorder
+from ..insight.timeline import TIMELINE_DIR
 from ..metrics import load_metric
 from ..model_card import LEARNING_CURVES_FILE, SUMMARY_FILE, TRAINING_LOG_FILE, write_model_card
 from ..tokenization import write_tokenizer_files
@@ -184,7 +184,7 @@ def run_trainer(
     probe_args = probe_args or ProbeArguments()
     probe = build_probe(data, probe_args)
     if probe is not None:
-        timeline = TimelineRecorder(output_dir / TIMELINE_DIR, probe_args.timeline, probe_args.timeline_max_parameters)
+        timeline = probe_args.timeline_recorder(output_dir / TIMELINE_DIR)
         trainer.add_callback(ProbeCallback(probe, probe_args.probe_steps, trainer.log, timeline))
     resume = training_args.resume_from_checkpoint
     train_output = trainer.train(resume_from_checkpoint=True if resume == "latest" else resume)
