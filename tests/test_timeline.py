@@ -2,16 +2,30 @@
 folder and staged for the Hub, and `hf_tinyllm.insight.timeline` giving the embedding and the whole model as they were
 at any recorded step."""
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_model
+from PIL import Image
 from test_trainer_script import trainer_run
 from test_training import run, small_run
 
+from hf_tinyllm.explain import main as explain
 from hf_tinyllm.hub import stage_repository
 from hf_tinyllm.insight import InsightError
-from hf_tinyllm.insight.timeline import Timeline, TimelineRecorder, load_timeline
+from hf_tinyllm.insight.geometry import parallelism_score, word_map
+from hf_tinyllm.insight.timeline import (
+    Timeline,
+    TimelineRecorder,
+    load_timeline,
+    plot_word_map_animation,
+    procrustes,
+    word_map_timeline,
+)
 from hf_tinyllm.modeling_tinyllm import TinyLLMForCausalLM
+from hf_tinyllm.tokenization import load_tokenizer
 from hf_tinyllm.training import ProbeArguments
 
 
@@ -50,11 +64,17 @@ def test_snapshots_round_trip_and_kinds(tmp_path):
     assert Timeline(tmp_path, tmp_path / "fewer").steps == [0, 6, 12]
 
 
-def test_the_loop_records_a_timeline_into_the_model_folder_and_the_hub_staging(tmp_path, tokenizer_dir):
-    run(small_run(tmp_path / "run", tokenizer_dir, "--max_steps", "4", "--probe_steps", "2", "--probe_documents", "2"))
-    model_dir = tmp_path / "run" / "model"
+@pytest.fixture(scope="module")
+def loop_run(tokenizer_dir, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("timeline") / "run"
+    run(small_run(output, tokenizer_dir, "--max_steps", "4", "--probe_steps", "2", "--probe_documents", "2"))
+    return output
+
+
+def test_the_loop_records_a_timeline_into_the_model_folder_and_the_hub_staging(loop_run, tmp_path):
+    model_dir = loop_run / "model"
     timeline = load_timeline(model_dir)
-    assert timeline.steps == [0, 2, 4] and (tmp_path / "run" / "timeline" / "timeline.json").is_file()
+    assert timeline.steps == [0, 2, 4] and (loop_run / "timeline" / "timeline.json").is_file()
     final = TinyLLMForCausalLM.from_pretrained(model_dir).state_dict()
     at_end = timeline.model_at(4).state_dict()
     assert all(torch.equal(at_end[k], v) for k, v in final.items())
@@ -65,6 +85,37 @@ def test_the_loop_records_a_timeline_into_the_model_folder_and_the_hub_staging(t
         "step-000000.safetensors", "step-000002.safetensors", "step-000004.safetensors", "timeline.json"]  # fmt: skip
     with pytest.raises(InsightError, match="no training timeline"):
         load_timeline(tmp_path / "staging" / "nowhere")
+
+
+def test_procrustes_undoes_a_rotation_a_reflection_a_scale_and_a_shift():
+    reference = np.random.default_rng(0).normal(size=(12, 2))
+    angle = 0.7
+    turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) @ np.diag([1.0, -1.0])
+    assert np.allclose(procrustes(3.0 * reference @ turn + [5.0, -2.0], reference), reference)
+
+
+def test_the_word_map_moves_step_by_step_and_animates(loop_run, tmp_path, capsys):
+    model_dir = loop_run / "model"
+    tokenizer = load_tokenizer(model_dir)
+    result = word_map_timeline(load_timeline(model_dir), tokenizer)
+    assert result.steps == [0, 2, 4] and len(result.maps) == len(result.parallelism) == 3
+    final = TinyLLMForCausalLM.from_pretrained(model_dir)
+    plain = word_map(final, tokenizer)  # the last frame is the final model's own map, unmoved
+    assert result.maps[-1].words == plain.words and np.allclose(result.maps[-1].coords, plain.coords)
+    assert result.parallelism[-1] == pytest.approx(parallelism_score(final, tokenizer).score)
+    timeline = load_timeline(model_dir)
+    for step, aligned in zip(result.steps, result.maps, strict=True):  # aligning only ever brings a frame closer
+        final.get_input_embeddings().weight.data.copy_(timeline.embeddings(step))
+        raw = np.asarray(word_map(final, tokenizer).coords)
+        target = np.asarray(plain.coords)
+        assert np.linalg.norm(np.asarray(aligned.coords) - target) <= np.linalg.norm(raw - target) + 1e-9
+    gif = plot_word_map_animation(result, tmp_path / "map.gif")
+    with Image.open(gif) as image:
+        assert image.n_frames == 3
+    capsys.readouterr()
+    explain(["timeline", str(model_dir), "--output_dir", str(tmp_path / "explain")])
+    output = capsys.readouterr().out
+    assert "3 snapshots (weights), steps 0 to 4" in output and (tmp_path / "explain/word_map_timeline.gif").is_file()
 
 
 def test_the_trainer_records_a_timeline_from_step_0(tmp_path, tokenizer_dir):

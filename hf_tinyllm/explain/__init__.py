@@ -26,6 +26,7 @@ TOPICS = {
     "geometry": "nearest neighbours, analogies, the parallelism of gender pairs, a 2-D map of word sets",
     "gradients": "each stage's share of the gradient, and which embedding rows a batch and AdamW update",
     "batching": "the same tiny model trained at several batch sizes with equal tokens",
+    "timeline": "how the embedding moved in training: parallelism per step, the word map as an animation",
 }
 
 

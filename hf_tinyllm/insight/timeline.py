@@ -10,19 +10,23 @@ in the file's metadata (`kind`); `timeline/timeline.json` lists them.
     timeline.steps                      # [0, 175, 350, ...]
     timeline.embeddings(175)            # (V, H) input embedding at step 175
     model = timeline.model_at(175)      # the model as it was then (whole-weight snapshots)
+    plot_word_map_animation(word_map_timeline(timeline, tokenizer), "word_map.gif")  # the words moving
 """
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..atomic import atomic_file
 from ..model_card import TIMELINE_DIR
+from .figures import pyplot
+from .geometry import WordMap, parallelism_score, word_map
 from .model_parts import InsightError
 
 INDEX_FILE = "timeline.json"
@@ -154,4 +158,97 @@ def load_timeline(model_folder: str | Path) -> Timeline:
     return Timeline(model_folder)
 
 
-__all__ = ["DEFAULT_MAX_PARAMETERS", "TIMELINE_DIR", "Timeline", "TimelineRecorder", "load_timeline"]
+@dataclass
+class WordMapTimeline:
+    steps: list[int]
+    maps: list[WordMap]  # the word map at each step, its coordinates aligned to the last step's (Procrustes)
+    parallelism: list[float]  # the gender offsets' parallelism score at each step (insight.geometry)
+    parallelism_baseline: float  # random word pairs' score at the last step
+
+
+def procrustes(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """`points` (N, 2) rotated (or reflected), scaled and moved to lie as close as they can to `reference`: the
+    orthogonal Procrustes solution. A PCA per step picks its own axes and signs; aligned, the words move between
+    steps instead of jumping."""
+    a, b = points - points.mean(0), reference - reference.mean(0)
+    u, singular, vt = np.linalg.svd(a.T @ b)
+    norm = float((a**2).sum())
+    scale = float(singular.sum()) / norm if norm > 0 else 1.0
+    return scale * a @ (u @ vt) + reference.mean(0)
+
+
+def word_map_timeline(
+    timeline: Timeline, tokenizer: PreTrainedTokenizerBase, groups: dict[str, list[str]] | None = None
+) -> WordMapTimeline:
+    """The word map (`insight.geometry.word_map`, the same words) at every recorded step, from each step's input
+    embedding in the model folder's architecture, aligned to the last step's map."""
+    model = AutoModelForCausalLM.from_pretrained(timeline.model_folder).eval()
+    embedding = model.get_input_embeddings().weight
+    maps, parallelism = [], []
+    for step in timeline.steps:
+        with torch.no_grad():
+            embedding.copy_(timeline.embeddings(step))
+        maps.append(word_map(model, tokenizer, groups))
+        score = parallelism_score(model, tokenizer)
+        parallelism.append(score.score)
+    reference = np.asarray(maps[-1].coords)
+    aligned = [replace(m, coords=[tuple(xy) for xy in procrustes(np.asarray(m.coords), reference).tolist()])
+               for m in maps]  # fmt: skip
+    return WordMapTimeline(timeline.steps, aligned, parallelism, score.baseline)
+
+
+def plot_word_map_animation(result: WordMapTimeline, path: str | Path, seconds_per_step: float = 0.8) -> Path:
+    """An animated GIF of the aligned word maps, one frame a step, on fixed axes; the last frame is held longer."""
+    from PIL import Image
+
+    plt = pyplot()
+    first = result.maps[-1]
+    names = list(dict.fromkeys(first.groups))
+    palette = plt.get_cmap("tab10")
+    colors = [palette(names.index(g) % 10) for g in first.groups]
+    everything = np.concatenate([np.asarray(m.coords) for m in result.maps])
+    low, high = everything.min(0), everything.max(0)
+    pad = 0.1 * np.maximum(high - low, 1e-6)
+    frames = []
+    for step, wmap, score in zip(result.steps, result.maps, result.parallelism, strict=True):
+        fig, ax = plt.subplots(figsize=(7, 5.5), dpi=80)
+        xy = dict(zip(wmap.words, wmap.coords, strict=True))
+        ax.scatter(*np.asarray(wmap.coords).T, s=22, c=colors, zorder=3)
+        for male, female in wmap.pairs:
+            ax.annotate("", xy=xy[female], xytext=xy[male], zorder=2,
+                        arrowprops=dict(arrowstyle="->", color="grey", alpha=0.6, lw=0.9))  # fmt: skip
+        for word, (x, y), color in zip(wmap.words, wmap.coords, colors, strict=True):
+            ax.annotate(word, (x, y), xytext=(3, 3), textcoords="offset points", fontsize=7, color=color)
+        ax.set_xlim(low[0] - pad[0], high[0] + pad[0])
+        ax.set_ylim(low[1] - pad[1], high[1] + pad[1])
+        baseline = result.parallelism_baseline
+        ax.set_title(f"step {step}: input embeddings of word sets (2-D PCA, aligned to the last step)\n"
+                     f"parallelism of the gender offsets {score:+.2f} (random pairs {baseline:+.2f})",
+                     fontsize=9)  # fmt: skip
+        for group, color in zip(names, (palette(i % 10) for i in range(len(names))), strict=False):
+            ax.scatter([], [], s=22, color=color, label=group)
+        ax.legend(fontsize=7, loc="upper left", framealpha=0.8)
+        ax.grid(alpha=0.2)
+        fig.tight_layout()
+        fig.canvas.draw()
+        frames.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]))
+        plt.close(fig)
+    durations = [int(1000 * seconds_per_step)] * (len(frames) - 1) + [int(3000 * seconds_per_step)]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    return path
+
+
+__all__ = [
+    "DEFAULT_MAX_PARAMETERS",
+    "TIMELINE_DIR",
+    "Timeline",
+    "TimelineRecorder",
+    "WordMapTimeline",
+    "load_timeline",
+    "plot_word_map_animation",
+    "procrustes",
+    "word_map_timeline",
+]
