@@ -24,7 +24,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalToken
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import UserError
-from .model_card import TIMELINE_DIR, TRAINING_RECORDS, write_model_card
+from .model_card import TIMELINE_DIR, TRAINING_RECORDS, WORD_MAP_TIMELINE_FILE, write_model_card
 from .tokenization import write_tokenizer_files
 
 try:  # the HTTP client of huggingface_hub 2.x; its transport errors are not OSErrors
@@ -145,8 +145,26 @@ def stage_repository(
         to_llama(model).save_pretrained(staging, max_shard_size=max_shard_size)
         if tokenizer is not None:
             write_tokenizer_files(tokenizer, staging)
+    _render_word_map_timeline(staging)
     write_model_card(staging, repo_id, llama=llama, **card_options)
     return staging
+
+
+def _render_word_map_timeline(staging: Path) -> None:
+    """The word map through training as a GIF for the card, when the folder carries a timeline whose words the
+    vocabulary spells (TinyWorld's); otherwise no GIF."""
+    if not (staging / TIMELINE_DIR).is_dir() or (staging / WORD_MAP_TIMELINE_FILE).exists():
+        return
+    from .insight.model_parts import InsightError
+    from .insight.timeline import load_timeline, plot_word_map_animation, word_map_timeline
+    from .tokenization import load_tokenizer
+
+    try:
+        result = word_map_timeline(load_timeline(staging), load_tokenizer(staging))
+    except InsightError as err:
+        logger.info("No word map animation for the card: %s", err)
+        return
+    plot_word_map_animation(result, staging / WORD_MAP_TIMELINE_FILE)
 
 
 def push(

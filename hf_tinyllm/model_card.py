@@ -14,6 +14,7 @@ TEMPLATE = resource_path("model_cards", "tinyllm.md")  # shipped in the package 
 SUMMARY_FILE = "training_summary.json"
 LOSS_CURVE_FILE = "loss_curve.png"
 LEARNING_CURVES_FILE = "learning_curves.png"
+WORD_MAP_TIMELINE_FILE = "word_map_timeline.gif"  # rendered from the timeline when the model is pushed
 TRAINING_LOG_FILE = "training_log.jsonl"
 # They travel with the weights to the Hub.
 TIMELINE_DIR = "timeline"  # the snapshots of training (hf_tinyllm.insight.timeline), a folder
@@ -26,6 +27,13 @@ LIMITATIONS = (
     "should not be used for any decision. It is meant for learning how language models train and for experiments."
 )
 
+TIMELINE_TEXT = (
+    "### The words through training\n\n"
+    "The word map (a 2-D PCA of the input embedding of TinyWorld's word sets) at each step the run recorded, each "
+    "step's map aligned to the last one's, so that the words move from where training started to where it ended. "
+    "The snapshots are in `timeline/` (`hf_tinyllm.insight.timeline.load_timeline`; `tinyllm explain timeline`).\n\n"
+    "![The word map through training]({file})"
+)
 LEARNING_CURVES_TEXT = (
     "### How it learned\n\n"
     "Recorded during training by the learning probes (`--probe_steps`): exact match on arithmetic problems seen in "
@@ -87,6 +95,7 @@ def build_model_card(
     has_loss_curve: bool = False,
     has_learning_curves: bool = False,
     llama: bool = False,
+    has_word_map_timeline: bool = False,
 ) -> ModelCard:
     """A rendered `ModelCard` for a model with `config` pushed to `repo_id`; `summary` is a run's
     `training_summary.json` (tokens, wall time, hardware, hyperparameters, final metrics) when there is one."""
@@ -159,6 +168,7 @@ def build_model_card(
         evaluation_section=evaluation,
         loss_curve=f"![Training loss and validation bits per byte]({LOSS_CURVE_FILE})" if has_loss_curve else "",
         learning_curves=LEARNING_CURVES_TEXT.format(file=LEARNING_CURVES_FILE) if has_learning_curves else "",
+        word_map_timeline=TIMELINE_TEXT.format(file=WORD_MAP_TIMELINE_FILE) if has_word_map_timeline else "",
         transformers_requirement=TRANSFORMERS_REQUIREMENT,
         limitations=LIMITATIONS,
         llama=llama,
@@ -174,6 +184,7 @@ def write_model_card(folder: str | Path, repo_id: str, llama: bool = False, **ca
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
     card = build_model_card(config, repo_id, summary, has_loss_curve=(folder / LOSS_CURVE_FILE).exists(),
                             has_learning_curves=(folder / LEARNING_CURVES_FILE).exists(), llama=llama,
+                            has_word_map_timeline=(folder / WORD_MAP_TIMELINE_FILE).exists(),
                             **card_options)  # fmt: skip
     card.save(folder / "README.md")
     return folder / "README.md"
@@ -183,8 +194,10 @@ __all__ = [
     "LEARNING_CURVES_FILE",
     "LOSS_CURVE_FILE",
     "SUMMARY_FILE",
+    "TIMELINE_DIR",
     "TRAINING_LOG_FILE",
     "TRAINING_RECORDS",
+    "WORD_MAP_TIMELINE_FILE",
     "build_model_card",
     "write_model_card",
 ]

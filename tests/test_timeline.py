@@ -83,6 +83,9 @@ def test_the_loop_records_a_timeline_into_the_model_folder_and_the_hub_staging(l
     staged = stage_repository(model_dir, tmp_path / "staging", "tester/tiny")
     assert sorted(p.name for p in (staged / "timeline").iterdir()) == [
         "step-000000.safetensors", "step-000002.safetensors", "step-000004.safetensors", "timeline.json"]  # fmt: skip
+    with Image.open(staged / "word_map_timeline.gif") as image:  # rendered for the card at push time
+        assert image.n_frames == 3
+    assert "![The word map through training](word_map_timeline.gif)" in (staged / "README.md").read_text()
     with pytest.raises(InsightError, match="no training timeline"):
         load_timeline(tmp_path / "staging" / "nowhere")
 
