@@ -121,12 +121,11 @@ def _batches(accelerator: Accelerator, dataloader, progress: TrainingProgress):
         return
     own = isinstance(dataloader.sampler, EpochSampler)
     while True:
+        loader = dataloader
         if own:
             dataloader.sampler.set_position(progress.epoch, progress.batches_in_epoch)
-            loader = dataloader
         else:
             dataloader.set_epoch(progress.epoch)
-            loader = dataloader
             if progress.batches_in_epoch:
                 loader = accelerator.skip_first_batches(dataloader, progress.batches_in_epoch)
         for batch in loader:
@@ -334,42 +333,15 @@ def _set_up(
         model.activation_checkpointing_enable()
     optimizers = build_optimizers(model, optim_args, accelerator.device)
     schedulers = build_schedulers(optimizers, optim_args)
-    batch_size = optim_args.per_device_batch_size
-    collator = training_collator(data, data_args, model_args.attn_implementation, batch_size)
-    workers = loader_workers(accelerator.device, run_args.dataloader_num_workers)
-    shards = isinstance(data.train_blocks, TokenBlocks)
-    streaming = isinstance(data.train_blocks, PackedStream)
-    if streaming:  # this process's shards of the stream: Accelerate must not shard the loader a second time
-        check_layout(data.train_blocks.num_shards, accelerator.num_processes, workers.get("num_workers", 0),
-                     data_args.dataset)  # fmt: skip
-        stream = data.train_blocks.for_process(accelerator.process_index, accelerator.num_processes)
-        with warnings.catch_warnings():  # torchdata 0.11's own call of torch's deprecated set_vital, not ours
-            warnings.filterwarnings("ignore", "'set_vital' is deprecated", UserWarning)
-            dataloader = StatefulDataLoader(stream, batch_size, drop_last=True, collate_fn=collator, **workers)
-    elif shards:  # this process's blocks already: Accelerate must not shard the loader a second time
-        sampler = EpochSampler(len(data.train_blocks), batch_size, accelerator.num_processes,
-                               accelerator.process_index, run_args.seed)  # fmt: skip
-        dataloader = DataLoader(data.train_blocks, batch_size, sampler=sampler, drop_last=True, collate_fn=collator,
-                                **workers)  # fmt: skip
-    else:
-        dataloader = DataLoader(data.train_blocks, batch_size, shuffle=True, drop_last=True, collate_fn=collator,
-                                **workers)  # fmt: skip
-    if not streaming and len(dataloader) == 0:
-        raise ValueError(
-            f"{len(data.train_blocks)} training blocks cannot fill one batch of {batch_size} on each of "
-            f"{accelerator.num_processes} process(es); lower per_device_batch_size or block_size, or add data."
-        )
+    dataloader, position = _training_loader(accelerator, data, data_args, model_args.attn_implementation, run_args,
+                                            optim_args.per_device_batch_size)  # fmt: skip
     parameters = model.num_parameters()  # counted before prepare: ZeRO-3 leaves empty placeholders
     flops_per_token = training_flops_per_token(model.config, matmul_parameters(model), data_args.block_size)
-    if shards or streaming:
-        model, *optimizers = accelerator.prepare(model, *optimizers)
-        # The saved position (epoch and batches; a stream's per-worker states) names the same blocks only with the
-        # same processes, batch and, streaming, loader workers.
-        run_configuration["sampler"] = {"processes": accelerator.num_processes, "per_device_batch_size": batch_size}
-        if streaming:
-            run_configuration["sampler"]["dataloader_num_workers"] = workers.get("num_workers", 0)
-    else:
+    if position is None:
         model, dataloader, *optimizers = accelerator.prepare(model, dataloader, *optimizers)
+    else:
+        model, *optimizers = accelerator.prepare(model, *optimizers)
+        run_configuration["sampler"] = position
     if run_args.compile_on(accelerator.device):
         model = torch.compile(model, backend=run_args.torch_compile_backend, mode=run_args.torch_compile_mode)
     progress = TrainingProgress()
@@ -383,7 +355,7 @@ def _set_up(
     resume = resolve_checkpoint(run_args.resume_from_checkpoint, output_dir, run_configuration)
     if resume is not None:
         accelerator.load_state(str(resume))
-        if streaming:
+        if isinstance(dataloader, StatefulDataLoader):
             dataloader.load_state_dict(load_loader_state(resume, accelerator.process_index))
         accelerator.print(f"Resumed from {resume} at step {progress.step}")
     tokens_per_step = (
@@ -400,6 +372,42 @@ def _set_up(
         run_configuration, parameters, flops_per_token, peak, tokens_per_step, stop_at, dataloader=dataloader,
         timeline=probe_args.timeline_recorder(output_dir / TIMELINE_DIR),
     )  # fmt: skip
+
+
+def _training_loader(
+    accelerator: Accelerator, data, data_args: DataArguments, attn_implementation: str, run_args: RunArguments,
+    batch_size: int,
+) -> tuple[DataLoader, dict | None]:  # fmt: skip
+    """The training loader and, when it is this process's own (token shards, a stream: Accelerate must not shard it a
+    second time), what its saved position depends on, for the run configuration; None when Accelerate prepares it."""
+    collator = training_collator(data, data_args, attn_implementation, batch_size)
+    workers = loader_workers(accelerator.device, run_args.dataloader_num_workers)
+    # The saved position (epoch and batches; a stream's per-worker states) names the same blocks only with the same
+    # processes, batch and, streaming, loader workers.
+    position = {"processes": accelerator.num_processes, "per_device_batch_size": batch_size}
+    if isinstance(data.train_blocks, PackedStream):
+        num_workers = workers.get("num_workers", 0)
+        check_layout(data.train_blocks.num_shards, accelerator.num_processes, num_workers, data_args.dataset)
+        stream = data.train_blocks.for_process(accelerator.process_index, accelerator.num_processes)
+        with warnings.catch_warnings():  # torchdata 0.11's own call of torch's deprecated set_vital, not ours
+            warnings.filterwarnings("ignore", "'set_vital' is deprecated", UserWarning)
+            loader = StatefulDataLoader(stream, batch_size, drop_last=True, collate_fn=collator, **workers)
+        return loader, {**position, "dataloader_num_workers": num_workers}
+    if isinstance(data.train_blocks, TokenBlocks):
+        sampler = EpochSampler(len(data.train_blocks), batch_size, accelerator.num_processes,
+                               accelerator.process_index, run_args.seed)  # fmt: skip
+        loader = DataLoader(data.train_blocks, batch_size, sampler=sampler, drop_last=True, collate_fn=collator,
+                            **workers)  # fmt: skip
+    else:
+        loader = DataLoader(data.train_blocks, batch_size, shuffle=True, drop_last=True, collate_fn=collator,
+                            **workers)  # fmt: skip
+        position = None
+    if len(loader) == 0:
+        raise ValueError(
+            f"{len(data.train_blocks)} training blocks cannot fill one batch of {batch_size} on each of "
+            f"{accelerator.num_processes} process(es); lower per_device_batch_size or block_size, or add data."
+        )
+    return loader, position
 
 
 def loader_workers(device: torch.device, num_workers: int | None = None) -> dict:

@@ -14,9 +14,8 @@ from transformers import EvalPrediction, PreTrainedTokenizerBase, Trainer, Train
 
 from ..data.packing import check_block_size
 from ..insight.learning import plot_learning_curves, probe_records
-from ..insight.timeline import TIMELINE_DIR
 from ..metrics import load_metric
-from ..model_card import LEARNING_CURVES_FILE, SUMMARY_FILE, TRAINING_LOG_FILE, write_model_card
+from ..model_card import LEARNING_CURVES_FILE, SUMMARY_FILE, TIMELINE_DIR, TRAINING_LOG_FILE, write_model_card
 from ..tokenization import write_tokenizer_files
 from .arguments import DataArguments, ModelArguments, ProbeArguments
 from .artifacts import plot_loss_curve
