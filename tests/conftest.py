@@ -306,3 +306,23 @@ def trained_tiny_dir(tmp_path_factory) -> Path:
     model.eval().save_pretrained(path)
     write_tokenizer_files(tokenizer, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def timeline_run_dir(tokenizer_dir, tmp_path_factory) -> Path:
+    """A debug TinyLLM trained by the Accelerate loop for 6 steps with the learning probes and a snapshot every 2
+    steps: the run folder, whose `model/` holds the weights, the training records and `timeline/` (steps 0, 2, 4, 6).
+    The model the studio's timeline and export tests scrub through."""
+    from accelerate.state import AcceleratorState
+
+    from hf_tinyllm.training import parse_train_arguments, train
+
+    output = tmp_path_factory.mktemp("timeline_run") / "run"
+    AcceleratorState._reset_state(reset_partial_state=True)
+    train(*parse_train_arguments([
+        "--preset", "debug", "--tokenizer", tokenizer_dir, "--tinyworld_documents", "600", "--block_size", "32",
+        "--per_device_batch_size", "4", "--max_steps", "6", "--warmup_steps", "2", "--learning_rate", "3e-3",
+        "--eval_steps", "0", "--eval_documents", "10", "--logging_steps", "1", "--report_to", "none",
+        "--probe_steps", "2", "--probe_documents", "2", "--output_dir", str(output),
+    ]))  # fmt: skip
+    return output

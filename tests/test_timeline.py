@@ -10,7 +10,6 @@ import torch
 from conftest import tiny_model
 from PIL import Image
 from test_trainer_script import trainer_run
-from test_training import run, small_run
 
 from hf_tinyllm.explain import main as explain
 from hf_tinyllm.hub import stage_repository
@@ -65,26 +64,25 @@ def test_snapshots_round_trip_and_kinds(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def loop_run(tokenizer_dir, tmp_path_factory) -> Path:
-    output = tmp_path_factory.mktemp("timeline") / "run"
-    run(small_run(output, tokenizer_dir, "--max_steps", "4", "--probe_steps", "2", "--probe_documents", "2"))
-    return output
+def loop_run(timeline_run_dir) -> Path:
+    return timeline_run_dir
 
 
 def test_the_loop_records_a_timeline_into_the_model_folder_and_the_hub_staging(loop_run, tmp_path):
     model_dir = loop_run / "model"
     timeline = load_timeline(model_dir)
-    assert timeline.steps == [0, 2, 4] and (loop_run / "timeline" / "timeline.json").is_file()
+    assert timeline.steps == [0, 2, 4, 6] and (loop_run / "timeline" / "timeline.json").is_file()
     final = TinyLLMForCausalLM.from_pretrained(model_dir).state_dict()
-    at_end = timeline.model_at(4).state_dict()
+    at_end = timeline.model_at(6).state_dict()
     assert all(torch.equal(at_end[k], v) for k, v in final.items())
-    assert not torch.equal(timeline.embeddings(0), timeline.embeddings(4))
+    assert not torch.equal(timeline.embeddings(0), timeline.embeddings(6))
     (tmp_path / "staging").mkdir()
     staged = stage_repository(model_dir, tmp_path / "staging", "tester/tiny")
     assert sorted(p.name for p in (staged / "timeline").iterdir()) == [
-        "step-000000.safetensors", "step-000002.safetensors", "step-000004.safetensors", "timeline.json"]  # fmt: skip
+        "step-000000.safetensors", "step-000002.safetensors", "step-000004.safetensors", "step-000006.safetensors",
+        "timeline.json"]  # fmt: skip
     with Image.open(staged / "word_map_timeline.gif") as image:  # rendered for the card at push time
-        assert image.n_frames == 3
+        assert image.n_frames == 4
     assert "![The word map through training](word_map_timeline.gif)" in (staged / "README.md").read_text()
     with pytest.raises(InsightError, match="no training timeline"):
         load_timeline(tmp_path / "staging" / "nowhere")
@@ -101,7 +99,7 @@ def test_the_word_map_moves_step_by_step_and_animates(loop_run, tmp_path, capsys
     model_dir = loop_run / "model"
     tokenizer = load_tokenizer(model_dir)
     result = word_map_timeline(load_timeline(model_dir), tokenizer)
-    assert result.steps == [0, 2, 4] and len(result.maps) == len(result.parallelism) == 3
+    assert result.steps == [0, 2, 4, 6] and len(result.maps) == len(result.parallelism) == 4
     final = TinyLLMForCausalLM.from_pretrained(model_dir)
     plain = word_map(final, tokenizer)  # the last frame is the final model's own map, unmoved
     assert result.maps[-1].words == plain.words and np.allclose(result.maps[-1].coords, plain.coords)
@@ -114,11 +112,11 @@ def test_the_word_map_moves_step_by_step_and_animates(loop_run, tmp_path, capsys
         assert np.linalg.norm(np.asarray(aligned.coords) - target) <= np.linalg.norm(raw - target) + 1e-9
     gif = plot_word_map_animation(result, tmp_path / "map.gif")
     with Image.open(gif) as image:
-        assert image.n_frames == 3
+        assert image.n_frames == 4
     capsys.readouterr()
     explain(["timeline", str(model_dir), "--output_dir", str(tmp_path / "explain")])
     output = capsys.readouterr().out
-    assert "3 snapshots (weights), steps 0 to 4" in output and (tmp_path / "explain/word_map_timeline.gif").is_file()
+    assert "4 snapshots (weights), steps 0 to 6" in output and (tmp_path / "explain/word_map_timeline.gif").is_file()
 
 
 def test_the_trainer_records_a_timeline_from_step_0(tmp_path, tokenizer_dir):
