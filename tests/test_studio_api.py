@@ -7,13 +7,15 @@ import logging
 import shutil
 
 import pytest
+import torch
 from conftest import cli_user_error
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_tinyllm.insight.geometry import analogy, nearest_neighbours, word_map
-from hf_tinyllm.insight.layers import logit_lens
+from hf_tinyllm.insight.layers import attention_maps, logit_lens
 from hf_tinyllm.insight.learning import LearningProbe
 from hf_tinyllm.insight.next_token import next_token_distribution, rank_guess
+from hf_tinyllm.insight.timeline import load_timeline, word_map_timeline
 from hf_tinyllm.model_card import SUMMARY_FILE, TRAINING_LOG_FILE
 
 pytest.importorskip("gradio")
@@ -21,6 +23,7 @@ from gradio_client import Client
 from studio_server import studio
 
 PROMPT = "two plus three equals"
+VIEW_INPUTS = (PROMPT, 1.0, 0, 1.0, PROMPT, -1, 1, 2, "king")  # /at_step after the step: be, layers, the map's word
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,7 @@ def test_every_endpoint_answers_with_the_insight_numbers(client, model_with_reco
     _, model, tokenizer = model_with_records
     endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert endpoints == {"/new_round", "/guess", "/distribution", "/next_word", "/layers", "/word_map", "/analogy",
-                         "/neighbours", "/learning", "/generate"}  # fmt: skip
+                         "/neighbours", "/learning", "/generate", "/at_step"}  # fmt: skip
 
     update, status, prompt, _, _ = client.predict(PROMPT, api_name="/new_round")
     expected = next_token_distribution(model, tokenizer, PROMPT, k=6)
@@ -96,6 +99,44 @@ def test_every_endpoint_answers_with_the_insight_numbers(client, model_with_reco
     greedy = model.generate(**tokenizer(PROMPT, return_tensors="pt"), max_new_tokens=6, do_sample=False)
     assert text == tokenizer.decode(greedy[0], skip_special_tokens=True)
     assert text.startswith(PROMPT) and len(text) > len(PROMPT)
+
+
+def test_the_timeline_moves_every_view_to_the_model_as_it_was(timeline_run_dir):
+    """/at_step (the slider) at every recorded step: each view's numbers are insight's on that step's snapshot."""
+    folder = timeline_run_dir / "model"
+    tokenizer, timeline = AutoTokenizer.from_pretrained(folder), load_timeline(folder)
+    maps = word_map_timeline(timeline, tokenizer)
+    distributions = []
+    with studio(folder) as url:
+        client = Client(url, verbose=False)
+        for index, step in enumerate(timeline.steps):
+            model = timeline.model_at(step)
+            status, _, _, distribution, _, _, attention, _, lens, _, _, _, geometry, *curves, _ = client.predict(
+                step, *VIEW_INPUTS, api_name="/at_step"
+            )
+            assert f"step {step}** of {timeline.steps[-1]}" in status
+            direct = next_token_distribution(model, tokenizer, PROMPT, k=10)
+            assert distribution["model"]["tokens"] == direct.model.tokens
+            assert distribution["model"]["probabilities"] == pytest.approx(direct.model.probabilities, abs=1e-6)
+            distributions.append(distribution["model"]["probabilities"])
+            expected_lens = logit_lens(model, tokenizer, PROMPT)
+            assert lens["logit_lens"]["top_tokens"] == expected_lens.top_tokens
+            assert lens["logit_lens"]["final_token_probabilities"] == pytest.approx(
+                expected_lens.final_token_probabilities, abs=1e-6
+            )
+            heads = attention_maps(model, tokenizer, PROMPT).weights[0][1]  # layer 1, head 2
+            plotted = json.loads(attention["plot"])["data"][0]["z"]
+            assert torch.allclose(torch.tensor(plotted), torch.tensor(heads), atol=1e-6)
+            assert torch.allclose(torch.tensor(geometry["coords"]), torch.tensor(maps.maps[index].coords), atol=1e-6)
+            for curve in curves:  # a cursor at the step on every learning curve
+                shapes = json.loads(curve["plot"])["layout"]["shapes"]
+                assert [shape["x0"] for shape in shapes if shape["yref"] == "y domain"] == [step]
+        assert distributions[0] != pytest.approx(distributions[-1], abs=1e-3)  # the views did move
+        final = AutoModelForCausalLM.from_pretrained(folder)
+        # Between recorded steps the slider lands on the nearest one; the last step is the saved model.
+        near_the_end = client.predict(timeline.steps[-1] - 0.4, *VIEW_INPUTS, api_name="/at_step")[3]["model"]
+        expected = next_token_distribution(final, tokenizer, PROMPT, k=10).model
+        assert near_the_end["probabilities"] == pytest.approx(expected.probabilities, abs=1e-6)
 
 
 def test_user_errors_are_a_readable_line_and_the_server_keeps_serving(client):

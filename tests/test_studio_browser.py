@@ -167,10 +167,7 @@ def test_through_the_layers(page, tmp_path):
     status = page.locator("#layers-status")
     expect(status).to_contain_text("position")
     expect(status).to_contain_text("the final answer")
-    page.wait_for_function(
-        "() => { const image = document.querySelector('#layers-lens img');"
-        " return image !== null && image.complete && image.naturalWidth > 0; }"
-    )
+    expect(page.locator("#layers-lens .gtitle")).to_contain_text("Logit lens")
     expect(page.locator("#layers-attention .gtitle")).to_contain_text("attention, layer 1 head 1")
     screenshot(page, tmp_path, "layers", page.locator("#layers-lens"))
 

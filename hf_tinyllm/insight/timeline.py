@@ -13,6 +13,7 @@ in the file's metadata (`kind`); `timeline/timeline.json` lists them.
     plot_word_map_animation(word_map_timeline(timeline, tokenizer), "word_map.gif")  # the words moving
 """
 
+import copy
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -67,10 +68,11 @@ class TimelineRecorder:
             return "weights" if model.num_parameters() <= self.max_parameters else "embeddings"
         return self.kind
 
-    def record(self, model: PreTrainedModel, step: int) -> Path | None:
-        """One snapshot of `model` (whole weights on this process) at `step`; None when off."""
+    def record(self, model: PreTrainedModel, step: int, final: bool = False) -> Path | None:
+        """One snapshot of `model` (whole weights on this process) at `step`; None when off. The `final` step is kept
+        whatever `every` says: the timeline ends at the model the run saves."""
         kind = self.kind_for(model)
-        if kind is None or step % self.every:
+        if kind is None or (step % self.every and not final):
             return None
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / snapshot_file(step)
@@ -121,21 +123,32 @@ class Timeline:
             key = next(k for k in f.keys() if k.endswith("embed_tokens.weight"))  # noqa: SIM118 (not iterable)
             return f.get_tensor(key)
 
-    def model_at(self, step: int, **from_pretrained) -> PreTrainedModel:
-        """The model as it was at `step` (the folder's architecture and the snapshot's weights), in eval mode."""
+    def kind(self, step: int) -> str:
+        """ "weights" (the whole model) or "embeddings" (the input embedding alone) at `step`."""
+        return self._snapshot(step)["kind"]
+
+    def _weights_file(self, step: int) -> Path:
         snapshot = self._snapshot(step)
         if snapshot["kind"] != "weights":
             raise InsightError(
                 f"the snapshot at step {step} holds the embedding only (the model was larger than the whole-weight "
                 "limit); record whole weights with --timeline weights."
             )
-        model = AutoModelForCausalLM.from_pretrained(self.model_folder, **from_pretrained)
-        missing, unexpected = model.load_state_dict(load_file(self.folder / snapshot["file"]), strict=False)
+        return self.folder / snapshot["file"]
+
+    def load_into(self, model: PreTrainedModel, step: int) -> PreTrainedModel:
+        """Put the whole weights of `step` into `model` (of the folder's architecture), in place; returns it."""
+        missing, unexpected = model.load_state_dict(load_file(self._weights_file(step)), strict=False)
         model.tie_weights()
         if unexpected or [name for name in missing if not _tied(model, name)]:
             raise InsightError(f"the snapshot at step {step} does not fit {self.model_folder}'s model "
                                f"(missing {missing}, unexpected {unexpected}).")  # fmt: skip
-        return model.eval()
+        return model
+
+    def model_at(self, step: int, **from_pretrained) -> PreTrainedModel:
+        """The model as it was at `step` (the folder's architecture and the snapshot's weights), in eval mode."""
+        self._weights_file(step)  # an embedding-only snapshot is refused before loading anything
+        return self.load_into(AutoModelForCausalLM.from_pretrained(self.model_folder, **from_pretrained), step).eval()
 
 
 def _unique_tensors(model: PreTrainedModel) -> dict[str, torch.Tensor]:
@@ -178,11 +191,15 @@ def procrustes(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def word_map_timeline(
-    timeline: Timeline, tokenizer: PreTrainedTokenizerBase, groups: dict[str, list[str]] | None = None
+    timeline: Timeline,
+    tokenizer: PreTrainedTokenizerBase,
+    groups: dict[str, list[str]] | None = None,
+    model: PreTrainedModel | None = None,
 ) -> WordMapTimeline:
     """The word map (`insight.geometry.word_map`, the same words) at every recorded step, from each step's input
-    embedding in the model folder's architecture, aligned to the last step's map."""
-    model = AutoModelForCausalLM.from_pretrained(timeline.model_folder).eval()
+    embedding in the model folder's architecture (or a copy of `model`'s), aligned to the last step's map."""
+    model = AutoModelForCausalLM.from_pretrained(timeline.model_folder) if model is None else copy.deepcopy(model)
+    model.eval()
     embedding = model.get_input_embeddings().weight
     maps, parallelism = [], []
     for step in timeline.steps:

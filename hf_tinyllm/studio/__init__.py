@@ -50,10 +50,11 @@ def training_records_dir(name_or_path: str) -> Path | None:
         return Path(name_or_path)
     from huggingface_hub import snapshot_download
 
-    from ..model_card import TRAINING_RECORDS
+    from ..model_card import TIMELINE_DIR, TRAINING_RECORDS
 
     try:
-        return Path(snapshot_download(name_or_path, allow_patterns=list(TRAINING_RECORDS)))
+        patterns = [*TRAINING_RECORDS, f"{TIMELINE_DIR}/*"]  # the records and the timeline travel with the weights
+        return Path(snapshot_download(name_or_path, allow_patterns=patterns))
     except Exception:  # offline, private or gone: the page says the records are missing
         return None
 

@@ -1,6 +1,13 @@
 """The studio page: five tabs over one model, wired to `handlers.Studio`. Every event has an `api_name`, so the page
-is also an API (`gradio_client.Client(url).predict(..., api_name="/distribution")`)."""
+is also an API (`gradio_client.Client(url).predict(..., api_name="/distribution")`).
 
+Above the tabs, the training timeline (when the model folder has one): a slider over the recorded steps and a play
+button move every view to the model as it was at that step. Every event takes the slider's step as its last input.
+"""
+
+import itertools
+import math
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -9,6 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .handlers import PROMPTS, Studio
 
 TITLE = "TinyLLM studio"
+PLAY_SECONDS = 0.6  # the pause between the timeline's frames when playing
 
 
 def build_app(
@@ -21,6 +29,14 @@ def build_app(
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"# {TITLE}\n`{getattr(model, 'name_or_path', '') or type(model).__name__}`: look inside the "
                     "model, and at how it learned.")  # fmt: skip
+        steps = studio.steps
+        with gr.Row(visible=bool(steps), elem_id="timeline"):
+            step = gr.Slider(*_slider_range(steps), label="training step: the model as it was then", scale=6,
+                             elem_id="timeline-step")  # fmt: skip
+            play_button = gr.Button("Play", scale=1, elem_id="timeline-play")
+            pause_button = gr.Button("Pause", scale=1, elem_id="timeline-pause")
+        timeline_status = gr.Markdown(studio.timeline_status(steps[-1] if steps else None),
+                                      elem_id="timeline-status")  # fmt: skip
         with gr.Tab("Be the model", id="be"):
             score = gr.State({"rounds": 0, "top": 0, "probability": 0.0})
             prompt = gr.Textbox(label="Prompt", value=PROMPTS[0], elem_id="be-prompt")
@@ -43,29 +59,28 @@ def build_app(
                 guess_numbers = gr.JSON(label="guess")
                 distribution_numbers = gr.JSON(label="distribution")
 
-            sampling = [prompt, temperature, top_k, top_p]
+            sampling = [prompt, temperature, top_k, top_p, step]
             reveal = [chart, distribution_status, distribution_numbers]
 
-            def round_for(text: str):
-                words, message, text = studio.new_round(text)
+            def round_for(text: str, at: float | None = None):
+                words, message, text = studio.new_round(text, at)
                 return gr.update(choices=words, value=None), message, text, "", None
 
             round_outputs = [candidates, status, prompt, verdict, chart]
-            app.load(round_for, prompt, round_outputs, api_name="new_round")
-            new_button.click(lambda: round_for(""), None, round_outputs, api_name=False)
-            prompt.submit(round_for, prompt, round_outputs, api_name=False)
+            app.load(round_for, [prompt, step], round_outputs, api_name="new_round")
+            new_button.click(lambda at: round_for("", at), step, round_outputs, api_name=False)
+            prompt.submit(round_for, [prompt, step], round_outputs, api_name=False)
             for source, word in ((candidates.input, candidates), (guess_typed.click, typed)):
-                source(studio.guess, [prompt, word, score], [verdict, score, guess_numbers], api_name=False).then(
-                    studio.distribution, sampling, reveal, api_name=False
-                )
-            gr.Button("guess", visible=False).click(studio.guess, [prompt, typed, score],
+                source(studio.guess, [prompt, word, score, step], [verdict, score, guess_numbers],
+                       api_name=False).then(studio.distribution, sampling, reveal, api_name=False)  # fmt: skip
+            gr.Button("guess", visible=False).click(studio.guess, [prompt, typed, score, step],
                                                     [verdict, score, guess_numbers], api_name="guess")  # fmt: skip
             for slider in (temperature, top_k, top_p):
                 slider.release(studio.distribution, sampling, reveal, api_name=False)
             gr.Button("distribution", visible=False).click(studio.distribution, sampling, reveal,
                                                            api_name="distribution")  # fmt: skip
-            next_button.click(studio.next_word, prompt, prompt, api_name="next_word").then(
-                round_for, prompt, round_outputs, api_name=False
+            next_button.click(studio.next_word, [prompt, step], prompt, api_name="next_word").then(
+                round_for, [prompt, step], round_outputs, api_name=False
             )
 
         with gr.Tab("Through the layers", id="layers"):
@@ -76,13 +91,12 @@ def build_app(
                 head = gr.Slider(1, num_heads, value=1, step=1, label="attention: head")
             lens_button = gr.Button("Look through the layers", elem_id="layers-run")
             lens_status = gr.Markdown(elem_id="layers-status")
-            lens_image = gr.Image(label="Logit lens: the top next token after each layer", type="filepath",
-                                  elem_id="layers-lens")  # fmt: skip
+            lens_image = gr.Plot(label="Logit lens: the top next token after each layer", elem_id="layers-lens")
             lens_table = gr.Dataframe(headers=["after", "KL to final (bits)", "top tokens"], label="At the position")
             attention_plot = gr.Plot(label="Attention", elem_id="layers-attention")
             with gr.Accordion("numbers", open=False):
                 lens_numbers = gr.JSON()
-            lens_inputs = [lens_prompt, position, layer, head]
+            lens_inputs = [lens_prompt, position, layer, head, step]
             lens_outputs = [lens_image, lens_table, attention_plot, lens_status, lens_numbers]
             lens_button.click(studio.layers, lens_inputs, lens_outputs, api_name="layers")
             for control in (layer, head):
@@ -103,17 +117,18 @@ def build_app(
             with gr.Accordion("numbers", open=False):
                 geometry_numbers = gr.JSON()
 
-            def show_map():
-                figure, words, message, numbers = studio.geometry_map()
-                return figure, gr.update(choices=words, value=words[0] if words else None), message, numbers
+            def show_map(at: float | None = None, chosen: str | None = None):
+                figure, words, message, numbers = studio.geometry_map(at)
+                keep = chosen if chosen in words else (words[0] if words else None)
+                return figure, gr.update(choices=words, value=keep), message, numbers
 
             map_outputs = [word_plot, clicked, geometry_status, geometry_numbers]
-            app.load(show_map, None, map_outputs, api_name="word_map")
-            analogy_button.click(studio.analogy, [a, b, c], [analogy_table, geometry_status, geometry_numbers],
+            app.load(show_map, step, map_outputs, api_name="word_map")
+            analogy_button.click(studio.analogy, [a, b, c, step], [analogy_table, geometry_status, geometry_numbers],
                                  api_name="analogy")  # fmt: skip
             neighbours_outputs = [neighbours_table, geometry_status, geometry_numbers]
-            neighbours_button.click(studio.neighbours, clicked, neighbours_outputs, api_name="neighbours")
-            clicked.select(studio.neighbours, clicked, neighbours_outputs, api_name=False)
+            neighbours_button.click(studio.neighbours, [clicked, step], neighbours_outputs, api_name="neighbours")
+            clicked.select(studio.neighbours, [clicked, step], neighbours_outputs, api_name=False)
 
         with gr.Tab("How it learned", id="learning"):
             learning_status = gr.Markdown(elem_id="learning-status")
@@ -121,8 +136,8 @@ def build_app(
                 loss_plot, memory_plot = gr.Plot(label="loss"), gr.Plot(label="memorisation vs generalisation")
             with gr.Row():
                 geometry_plot, updates_plot = gr.Plot(label="geometry"), gr.Plot(label="blame")
-            app.load(studio.learning, None, [loss_plot, memory_plot, geometry_plot, updates_plot, learning_status],
-                     api_name="learning")  # fmt: skip
+            learning_outputs = [loss_plot, memory_plot, geometry_plot, updates_plot, learning_status]
+            app.load(studio.learning, step, learning_outputs, api_name="learning")
 
         with gr.Tab("Generate", id="generate"):
             generate_prompt = gr.Textbox(label="Prompt", value="the queen", elem_id="generate-prompt")
@@ -135,8 +150,39 @@ def build_app(
             generate_button = gr.Button("Generate", elem_id="generate-run")
             generated = gr.Textbox(label="Text", lines=4, elem_id="generate-output")
             generate_button.click(studio.generate, [generate_prompt, max_new_tokens, gen_temperature, gen_top_k,
-                                                    gen_top_p, sample], generated, api_name="generate")  # fmt: skip
+                                                    gen_top_p, sample, step], generated,
+                                   api_name="generate")  # fmt: skip
+
+        # The timeline: one step moves every view (and the word chosen on the map stays chosen).
+        def at_step(at: float, *inputs):
+            be, lens, chosen = inputs[:4], inputs[4:8], inputs[8]
+            return (studio.timeline_status(at), *studio.distribution(*be, at), *studio.layers(*lens, at),
+                    *show_map(at, chosen), *studio.learning(at))  # fmt: skip
+
+        view_inputs = [prompt, temperature, top_k, top_p, lens_prompt, position, layer, head, clicked]
+        view_outputs = [timeline_status, *reveal, *lens_outputs, *map_outputs, *learning_outputs]
+        step.release(at_step, [step, *view_inputs], view_outputs, api_name="at_step")
+
+        def play(at: float, *inputs):
+            steps = studio.steps
+            start = studio.recorded_step(at)
+            frames = steps[steps.index(start) + 1 :] if start is not None and start != steps[-1] else steps
+            for frame in frames:
+                yield frame, *at_step(frame, *inputs)
+                time.sleep(PLAY_SECONDS)
+
+        playing = play_button.click(play, [step, *view_inputs], [step, *view_outputs], api_name=False)
+        pause_button.click(None, None, None, cancels=[playing], api_name=False)
     return app
+
+
+def _slider_range(steps: list[int]) -> tuple[int, int, int, int]:
+    """The timeline slider's minimum, maximum, value (the last step) and step (the gcd of the gaps): the recorded
+    steps and nothing between them when they are evenly spaced; a hidden 0..1 slider without a timeline."""
+    if len(steps) < 2:
+        return 0, 1, steps[0] if steps else 0, 1
+    gap = math.gcd(*(b - a for a, b in itertools.pairwise(steps)))
+    return steps[0], steps[-1], steps[-1], gap
 
 
 __all__ = ["TITLE", "build_app"]

@@ -3,9 +3,10 @@ insight function and only lays its numbers out (plotly figures, tables, a line o
 for the API). A bad input (`InsightError`) becomes a readable status line, never an exception, so the server keeps
 serving. The Gradio wiring is in `app.py`."""
 
+import copy
 import json
 import random
-import tempfile
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from threading import Thread
@@ -17,10 +18,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextIteratorS
 from ..explain import to_jsonable
 from ..insight.figures import FLOOR_LABEL, SOURCE_LABEL
 from ..insight.geometry import analogy, nearest_neighbours, word_map
-from ..insight.layers import attention_maps, logit_lens, plot_logit_lens
+from ..insight.layers import LogitLensResult, attention_maps, logit_lens
 from ..insight.model_parts import InsightError, encode_prompt
 from ..insight.next_token import next_token_distribution, rank_guess
-from ..model_card import SUMMARY_FILE, TRAINING_LOG_FILE
+from ..insight.timeline import Timeline, WordMapTimeline, word_map_timeline
+from ..model_card import SUMMARY_FILE, TIMELINE_DIR, TRAINING_LOG_FILE
 
 PROMPTS = (
     "two plus three equals",
@@ -34,6 +36,7 @@ PROMPTS = (
 CANDIDATES = 6  # words offered per round: the model's top choices, shuffled
 TOP_K_SHOWN = 10
 LABEL_POSITIONS = ("top center", "bottom center", "middle right", "middle left")  # neighbours' labels apart
+MODEL_CACHE_BYTES = 1 << 30  # the models of recent timeline steps kept in memory, at least two of them
 
 
 def problem(err: Exception) -> str:
@@ -45,23 +48,110 @@ def _word(token: str) -> str:
     return token.strip() or repr(token)
 
 
+def lens_figure(lens: LogitLensResult) -> go.Figure:
+    """The logit lens as a heatmap (the picture of `insight.layers.plot_logit_lens`, interactive): layers (rows,
+    embeddings at the bottom) by prompt positions; each cell names the layer's top next token there, coloured by its
+    probability."""
+    labels = [f"{i}:{t!r}" for i, t in enumerate(lens.tokens)]
+    figure = go.Figure(
+        go.Heatmap(
+            z=[[position[0] for position in layer] for layer in lens.top_probabilities],
+            x=labels,
+            y=lens.layer_names,
+            text=[[repr(position[0]) for position in layer] for layer in lens.top_tokens],
+            texttemplate="%{text}",
+            zmin=0,
+            zmax=1,
+            colorscale="Blues",
+            colorbar=dict(title="top-token p"),
+        )
+    )
+    figure.update_layout(title="Logit lens: the top next token after each layer",
+                         height=120 + 40 * len(lens.layer_names), margin=dict(l=10, r=10, t=40, b=10))  # fmt: skip
+    return figure
+
+
+def _axis_ranges(points: list) -> tuple[list[float], list[float]]:
+    """x and y ranges holding every point, with a margin."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    pad_x, pad_y = 0.08 * (max(xs) - min(xs) or 1.0), 0.08 * (max(ys) - min(ys) or 1.0)
+    return [min(xs) - pad_x, max(xs) + pad_x], [min(ys) - pad_y, max(ys) + pad_y]
+
+
 class Studio:
     """The page's handlers for one model and tokenizer; `run_dir` holds the training records (the model folder by
     default: `training_log.jsonl`, `training_summary.json`)."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, run_dir: str | Path | None = None):
-        self.model, self.tokenizer = model.eval(), tokenizer
+        self.final, self.tokenizer = model.eval(), tokenizer
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.figures = Path(tempfile.mkdtemp(prefix="tinyllm-studio-"))
+        self.timeline = self._open_timeline()
+        self._models: OrderedDict[int, PreTrainedModel] = OrderedDict()
+        model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        self._models_kept = max(2, MODEL_CACHE_BYTES // max(model_bytes, 1))
+        self._word_maps: WordMapTimeline | None = None
+
+    # -- the timeline: the model as it was at a recorded step -------------------------------------------------------
+
+    def _open_timeline(self) -> Timeline | None:
+        if self.run_dir is None or not (self.run_dir / TIMELINE_DIR).is_dir():
+            return None
+        try:
+            return Timeline(self.run_dir)
+        except InsightError:
+            return None
+
+    @property
+    def steps(self) -> list[int]:
+        """The recorded steps (empty without a timeline); the page's slider moves over them."""
+        return self.timeline.steps if self.timeline is not None else []
+
+    def recorded_step(self, step: float | None) -> int | None:
+        """The recorded step nearest to `step`; None (the final model) without a timeline or a step."""
+        if not self.steps or step is None:
+            return None
+        return min(self.steps, key=lambda s: (abs(s - float(step)), -s))
+
+    def model_at(self, step: float | None = None) -> PreTrainedModel:
+        """The model as it was at the recorded step nearest to `step`: the final model without a timeline, at the
+        last step, or when the snapshots hold the embedding alone (the other views then show the final model). The
+        models of recent steps are kept (`MODEL_CACHE_BYTES`), so scrubbing back and forth reloads nothing."""
+        step = self.recorded_step(step)
+        if step is None or step == self.steps[-1] or self.timeline.kind(step) != "weights":
+            return self.final
+        if step not in self._models:
+            self._models[step] = self.timeline.load_into(copy.deepcopy(self.final), step).eval()
+            while len(self._models) > self._models_kept:
+                self._models.popitem(last=False)
+        self._models.move_to_end(step)
+        return self._models[step]
+
+    def word_maps(self) -> WordMapTimeline:
+        """The word map at every recorded step, aligned to the last (computed once, on first use)."""
+        if self._word_maps is None:
+            self._word_maps = word_map_timeline(self.timeline, self.tokenizer, model=self.final)
+        return self._word_maps
+
+    def timeline_status(self, step: float | None) -> str:
+        step = self.recorded_step(step)
+        if step is None:
+            return "The model as it finished training (no timeline recorded: train with --probe_steps N)."
+        text = f"The model as it was at **step {step}** of {self.steps[-1]} ({len(self.steps)} snapshots)."
+        if self.timeline.kind(step) != "weights":
+            text += (
+                " This snapshot holds the embedding alone: the word map moves; the other views show the final model."
+            )
+        return text
 
     # -- 1. be the model ---------------------------------------------------------------------------------------
 
-    def new_round(self, prompt: str) -> tuple[list[str], str, str]:
+    def new_round(self, prompt: str, step: float | None = None) -> tuple[list[str], str, str]:
         """Candidate words for the next token of `prompt` (the model's top choices, shuffled), a status line and the
-        prompt. `prompt` empty: a TinyWorld prompt."""
+        prompt. `prompt` empty: a TinyWorld prompt. Every handler takes the timeline `step` last: the model as it
+        was then (`model_at`); none: the final model."""
         prompt = prompt.strip() or random.choice(PROMPTS)
         try:
-            result = next_token_distribution(self.model, self.tokenizer, prompt, k=CANDIDATES)
+            result = next_token_distribution(self.model_at(step), self.tokenizer, prompt, k=CANDIDATES)
         except InsightError as err:
             return [], problem(err), prompt
         words = [_word(t) for t in result.model.tokens]
@@ -69,12 +159,12 @@ class Studio:
         return words, f"What comes after **{prompt}**? Click a word or type your own.", prompt
 
     def distribution(
-        self, prompt: str, temperature: float, top_k: int, top_p: float
+        self, prompt: str, temperature: float, top_k: int, top_p: float, step: float | None = None
     ) -> tuple[go.Figure | None, str, dict]:
         """The model's top tokens after the sampling settings (top_k 0 and top_p 1 are off), as a bar chart."""
         try:
             result = next_token_distribution(
-                self.model,
+                self.model_at(step),
                 self.tokenizer,
                 prompt,
                 k=TOP_K_SHOWN,
@@ -105,11 +195,11 @@ class Studio:
         )
         return figure, status, to_jsonable(result)
 
-    def guess(self, prompt: str, word: str, score: dict | None) -> tuple[str, dict, dict]:
+    def guess(self, prompt: str, word: str, score: dict | None, step: float | None = None) -> tuple[str, dict, dict]:
         """Reveal the rank and probability of the user's guess; update the running score."""
         score = dict(score or {"rounds": 0, "top": 0, "probability": 0.0})
         try:
-            result = rank_guess(self.model, self.tokenizer, prompt, word or "")
+            result = rank_guess(self.model_at(step), self.tokenizer, prompt, word or "")
         except InsightError as err:
             return problem(err), score, {}
         score["rounds"] += 1
@@ -127,10 +217,10 @@ class Studio:
         )
         return text, score, to_jsonable(result)
 
-    def next_word(self, prompt: str) -> str:
+    def next_word(self, prompt: str, step: float | None = None) -> str:
         """The prompt with the model's top next token appended."""
         try:
-            result = next_token_distribution(self.model, self.tokenizer, prompt, k=1)
+            result = next_token_distribution(self.model_at(step), self.tokenizer, prompt, k=1)
         except InsightError:
             return prompt
         return prompt + result.model.tokens[0]
@@ -138,19 +228,19 @@ class Studio:
     # -- 2. through the layers ---------------------------------------------------------------------------------
 
     def layers(
-        self, prompt: str, position: int, layer: int, head: int
-    ) -> tuple[str | None, list, go.Figure | None, str, dict]:
-        """The logit-lens heatmap (PNG), the per-layer top tokens at `position` (-1: the last), one attention map."""
+        self, prompt: str, position: int, layer: int, head: int, step: float | None = None
+    ) -> tuple[go.Figure | None, list, go.Figure | None, str, dict]:
+        """The logit-lens heatmap, the per-layer top tokens at `position` (-1: the last), one attention map."""
+        model = self.model_at(step)
         try:
-            lens = logit_lens(self.model, self.tokenizer, prompt)
-            attention = attention_maps(self.model, self.tokenizer, prompt)
+            lens = logit_lens(model, self.tokenizer, prompt)
+            attention = attention_maps(model, self.tokenizer, prompt)
         except InsightError as err:
             return None, [], None, problem(err), {}
         positions = len(lens.tokens)
         position = int(position) if 0 <= int(position) < positions else positions - 1
         layer = min(max(int(layer), 1), len(attention.weights))
         head = min(max(int(head), 1), len(attention.weights[0]))
-        image = str(plot_logit_lens(lens, self.figures / f"lens-{abs(hash(prompt))}.png"))
         rows = [
             [
                 name,
@@ -181,13 +271,24 @@ class Studio:
             + " after "
             + ", ".join(lens.layer_names)
         )
-        return image, rows, figure, status, {"logit_lens": to_jsonable(lens), "position": position}
+        return lens_figure(lens), rows, figure, status, {"logit_lens": to_jsonable(lens), "position": position}
 
     # -- 3. geometry --------------------------------------------------------------------------------------------
 
-    def geometry_map(self) -> tuple[go.Figure | None, list[str], str, dict]:
+    def geometry_map(self, step: float | None = None) -> tuple[go.Figure | None, list[str], str, dict]:
+        """The word map; with a timeline, the map at `step` aligned to the last step's, on axes that hold every
+        step's map, so that scrubbing moves the words instead of jumping them."""
+        ranges, note = None, ""
         try:
-            result = word_map(self.model, self.tokenizer)
+            if self.steps:
+                maps = self.word_maps()
+                at = maps.steps.index(self.recorded_step(step) if step is not None else maps.steps[-1])
+                result = maps.maps[at]
+                ranges = _axis_ranges([xy for m in maps.maps for xy in m.coords])
+                note = (f"; step {maps.steps[at]}: parallelism of the gender offsets {maps.parallelism[at]:+.2f} "
+                        f"(random pairs {maps.parallelism_baseline:+.2f} at the end)")  # fmt: skip
+            else:
+                result = word_map(self.final, self.tokenizer)
         except InsightError as err:
             return None, [], problem(err), {}
         figure = go.Figure()
@@ -228,19 +329,22 @@ class Studio:
             height=620,
             margin=dict(l=10, r=10, t=40, b=10),
         )
-        return figure, result.words, f"{len(result.words)} words", to_jsonable(result)
+        if ranges is not None:
+            figure.update_xaxes(range=ranges[0], autorange=False)
+            figure.update_yaxes(range=ranges[1], autorange=False)
+        return figure, result.words, f"{len(result.words)} words{note}", to_jsonable(result)
 
-    def analogy(self, a: str, b: str, c: str) -> tuple[list, str, dict]:
+    def analogy(self, a: str, b: str, c: str, step: float | None = None) -> tuple[list, str, dict]:
         try:
-            result = analogy(self.model, self.tokenizer, a, b, c, k=5)
+            result = analogy(self.model_at(step), self.tokenizer, a, b, c, k=5)
         except InsightError as err:
             return [], problem(err), {}
         rows = [[i + 1, word, f"{cosine:+.3f}"] for i, (word, cosine) in enumerate(result.top)]
         return rows, f"{a} - {b} + {c} -> **{result.top[0][0]}**", to_jsonable(result)
 
-    def neighbours(self, word: str) -> tuple[list, str, dict]:
+    def neighbours(self, word: str, step: float | None = None) -> tuple[list, str, dict]:
         try:
-            result = nearest_neighbours(self.model, self.tokenizer, word or "", k=8)
+            result = nearest_neighbours(self.model_at(step), self.tokenizer, word or "", k=8)
         except InsightError as err:
             return [], problem(err), {}
         rows = [[w, f"{cosine:+.3f}"] for w, cosine in result.neighbours]
@@ -262,11 +366,15 @@ class Studio:
         rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         return rows, json.loads(summary.read_text())
 
-    def learning(self) -> tuple[go.Figure | None, go.Figure | None, go.Figure | None, go.Figure | None, str]:
+    def learning(
+        self, step: float | None = None
+    ) -> tuple[go.Figure | None, go.Figure | None, go.Figure | None, go.Figure | None, str]:
+        """The learning curves, with a cursor at the timeline's `step`."""
         try:
             rows, summary = self.records()
         except InsightError as err:
             return None, None, None, None, problem(err)
+        cursor = self.recorded_step(step)
         final = summary.get("final_metrics", {})
         floor, source = final.get("floor_bits_per_byte"), final.get("source_bits_per_byte")
 
@@ -281,6 +389,8 @@ class Studio:
             figure.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="step")
             if log_y:
                 figure.update_yaxes(type="log")
+            if cursor is not None:
+                figure.add_vline(x=cursor, line_color="#d62728", line_width=2, opacity=0.7)
             return figure
 
         loss = lines(
@@ -327,15 +437,23 @@ class Studio:
     # -- 5. generate ----------------------------------------------------------------------------------------------
 
     def generate(
-        self, prompt: str, max_new_tokens: int, temperature: float, top_k: int, top_p: float, sample: bool
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        sample: bool,
+        step: float | None = None,
     ) -> Iterator[str]:
         """Stream the continuation of `prompt` as it is generated."""
+        model = self.model_at(step)
         try:
-            ids = encode_prompt(self.model, self.tokenizer, prompt)
+            ids = encode_prompt(model, self.tokenizer, prompt)
         except InsightError as err:
             yield problem(err)
             return
-        room = self.model.config.max_position_embeddings - ids.shape[1]
+        room = model.config.max_position_embeddings - ids.shape[1]
         # The prompt is decoded with its continuation, not glued to it: a tokenizer with a prefix space drops the
         # space before a text decoded on its own, so the continuation alone would lose its first space.
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=False, skip_special_tokens=True)
@@ -352,7 +470,7 @@ class Studio:
             pad_token_id=self.tokenizer.pad_token_id,
             **options,
         )
-        thread = Thread(target=self.model.generate, kwargs=kwargs)
+        thread = Thread(target=model.generate, kwargs=kwargs)
         thread.start()
         text = ""
         for piece in streamer:

@@ -480,7 +480,8 @@ def _periodic_work(run: TrainingRun, result: StepResult, watch: NonFiniteWatch, 
     step, run_args, probe_args = run.progress.step, run.run_args, run.probe_args
     last = step == run.stop_at
     logging = (run_args.logging_steps and step % run_args.logging_steps == 0) or last
-    probing = run.probe is not None and step % probe_args.probe_steps == 0
+    # The last step is always probed: the learning curves and the timeline end at the model the run saves.
+    probing = run.probe is not None and (step % probe_args.probe_steps == 0 or step == run.optim_args.max_steps)
     evaluating = bool(run_args.eval_steps) and step % run_args.eval_steps == 0 and step < run.stop_at
     saving = bool(run_args.save_steps) and step % run_args.save_steps == 0
     if logging or probing or evaluating or saving:
@@ -531,7 +532,7 @@ def _record_probe(run: TrainingRun) -> None:
     # The probe takes gradients and copies the model: on whole weights, on the main process, which also keeps the
     # timeline's snapshot of them.
     def measure(model, optimizers) -> dict:
-        run.timeline.record(model, run.progress.step)
+        run.timeline.record(model, run.progress.step, final=run.progress.step == run.optim_args.max_steps)
         return run.probe.measure(model, embedding_optimizer(optimizers, model))
 
     record = measure_whole(run.accelerator, run.model, run.optimizers, measure)

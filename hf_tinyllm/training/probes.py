@@ -69,7 +69,7 @@ def embedding_optimizer(optimizers: list, model: PreTrainedModel) -> torch.optim
 class ProbeCallback(TrainerCallback):
     """Records the probe every `every` optimizer steps under the Trainer, through `log` (the Trainer's own `log`, so
     the numbers reach `log_history` and every `report_to` tracker), and the timeline's snapshots: before the first
-    step and at each probe."""
+    step, at each probe and at the last step."""
 
     def __init__(
         self, probe: LearningProbe, every: int, log: Callable[[dict], None], timeline: TimelineRecorder | None = None
@@ -89,11 +89,12 @@ class ProbeCallback(TrainerCallback):
         optimizer: torch.optim.Optimizer | None = None,
         **kwargs,
     ) -> None:
-        if state.global_step % self.every or not state.is_world_process_zero:
+        final = state.global_step == state.max_steps
+        if (state.global_step % self.every and not final) or not state.is_world_process_zero:
             return
         base = _base(model)
         if self.timeline is not None:
-            self.timeline.record(base, state.global_step)
+            self.timeline.record(base, state.global_step, final=final)
         self.log(self.probe.measure(base, embedding_optimizer([optimizer], base) if optimizer else None))
 
 
