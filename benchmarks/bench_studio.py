@@ -7,9 +7,18 @@ side by side, on the same weights exported as transformers' LlamaForCausalLM (th
 "First paint" is loading the page plus the three calls the page makes on load (a round of "be the model", the word
 map, the learning curves); every other row is one interaction. Each figure is the median of `--repeats` calls after
 one warm-up, the two servers called alternately so that drift in machine load hits both.
+
+"Timeline slider" is one move of the training-timeline slider (/at_step: every view redrawn at another recorded
+step), over every recorded step in a shuffled order, `--repeats` times; its median and 95th percentile are reported
+(the goal: p95 <= 300 ms on the demo model). The Llama folder gets the same timeline and records (the snapshots'
+tensor names are Llama's), so both scrub the same weights. Only the page's load has warmed the server up: each
+step's first visit, which loads that snapshot, is counted.
 """
 
 import json
+import math
+import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -24,6 +33,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
 
 import hf_tinyllm  # noqa: F401  (registers tinyllm)
 from hf_tinyllm.convert import export_llama
+from hf_tinyllm.insight.timeline import load_timeline
+from hf_tinyllm.model_card import TIMELINE_DIR, TRAINING_RECORDS
 
 PROMPT = "two plus three equals"
 INTERACTIONS = {
@@ -36,6 +47,8 @@ INTERACTIONS = {
     "generate 20 tokens (greedy)": (("the queen", 20, 1.0, 0, 1.0, False), "/generate"),
 }
 ON_LOAD = (((PROMPT,), "/new_round"), ((), "/word_map"), ((), "/learning"))
+VIEWS = (PROMPT, 1.0, 0, 1.0, PROMPT, -1, 1, 1, "king")  # what /at_step redraws: be, layers, the map's chosen word
+SLIDER = "timeline slider (one step)"
 
 
 @dataclass
@@ -87,6 +100,7 @@ def run(args: StudioBenchArguments) -> dict:
     model = AutoModelForCausalLM.from_pretrained(args.model)
     llama_dir = Path(tempfile.mkdtemp(prefix="studio-llama-")) / "model"
     export_llama(model, llama_dir, tokenizer=AutoTokenizer.from_pretrained(args.model))
+    steps = copy_records(Path(args.model), llama_dir)
     servers = {"tinyllm": start(Path(args.model)), "llama": start(llama_dir)}
     try:
         clients = {name: Client(url, verbose=False) for name, (_, url) in servers.items()}
@@ -95,18 +109,41 @@ def run(args: StudioBenchArguments) -> dict:
             first_paint(client, servers[name][1])
             for call_args, api in INTERACTIONS.values():
                 client.predict(*call_args, api_name=api)
+        order = random.Random(0)
         for _ in range(args.repeats):
             for name, client in clients.items():
                 results[name].setdefault("first paint", []).append(first_paint(client, servers[name][1]))
                 for label, (call_args, api) in INTERACTIONS.items():
                     results[name].setdefault(label, []).append(timed(client, call_args, api))
+            for step in order.sample(steps, len(steps)):
+                for name, client in clients.items():
+                    results[name].setdefault(SLIDER, []).append(timed(client, (step, *VIEWS), "/at_step"))
     finally:
         for process, _ in servers.values():
             process.terminate()
     medians = {
         name: {label: statistics.median(times) for label, times in rows.items()} for name, rows in results.items()
     }
-    return {"model": args.model, "repeats": args.repeats, "seconds": medians}
+    p95 = {name: percentile(rows[SLIDER], 95) for name, rows in results.items() if SLIDER in rows}
+    return {"model": args.model, "repeats": args.repeats, "seconds": medians, "slider_p95_seconds": p95,
+            "slider_moves": len(results["tinyllm"].get(SLIDER, []))}  # fmt: skip
+
+
+def copy_records(model_dir: Path, llama_dir: Path) -> list[int]:
+    """The training records and timeline of `model_dir` copied beside the Llama weights; the recorded steps."""
+    for name in TRAINING_RECORDS:
+        if (model_dir / name).is_file():
+            shutil.copy2(model_dir / name, llama_dir / name)
+    if not (model_dir / TIMELINE_DIR).is_dir():
+        return []
+    shutil.copytree(model_dir / TIMELINE_DIR, llama_dir / TIMELINE_DIR)
+    return load_timeline(model_dir).steps
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The `q`-th percentile, nearest rank."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def main() -> None:
@@ -117,6 +154,10 @@ def main() -> None:
     print(f"{'':38s} {'TinyLLM':>9s} {'Llama':>9s} {'ours/peer':>10s}")
     for label in ours:
         print(f"{label:38s} {ours[label]:9.3f} {peer[label]:9.3f} {ours[label] / peer[label]:10.2f}")
+    if result["slider_p95_seconds"]:
+        ours95, peer95 = result["slider_p95_seconds"]["tinyllm"], result["slider_p95_seconds"]["llama"]
+        print(f"{SLIDER + ', p95':38s} {ours95:9.3f} {peer95:9.3f} {ours95 / peer95:10.2f}"
+              f"   ({result['slider_moves']} moves each)")  # fmt: skip
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(result, indent=2))
 
