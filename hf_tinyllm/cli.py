@@ -1,8 +1,8 @@
 """The `tinyllm` command: `tinyllm push FOLDER REPO_ID [...]`, `tinyllm demo`, `tinyllm train ...`, and the other
 jobs of scripts/ (hf_tinyllm.commands): `tinyllm train-trainer ...`, `tinyllm train-sft ...`, `tinyllm tokenizer ...`,
 `tinyllm generate-tinyworld ...`, `tinyllm convert ...`; `tinyllm tokenize SOURCE OUT --tokenizer TOKENIZER`;
-`tinyllm refresh-code MODEL`; `tinyllm explain TOPIC MODEL [...]`, `tinyllm studio [MODEL]`, `tinyllm export FOLDER
-OUTPUT.gguf`, `tinyllm lm-eval-task OUT_DIR [...]`, `tinyllm --version`."""
+`tinyllm refresh-code MODEL`; `tinyllm explain TOPIC MODEL [...]`, `tinyllm studio [MODEL] [--export LESSON.html]`,
+`tinyllm export FOLDER OUTPUT.gguf`, `tinyllm lm-eval-task OUT_DIR [...]`, `tinyllm --version`."""
 
 import argparse
 import sys
@@ -123,12 +123,33 @@ def _studio(argv: list[str]) -> None:
     parser.add_argument("--share", action="store_true", help="Also open a public gradio.live link.")
     parser.add_argument("--fast_decode", action="store_true",
                         help="Generate through the compiled static-cache loop (compiled once at start).")  # fmt: skip
+    parser.add_argument("--train_dir", default="outputs/studio",
+                        help="Where the Train tab's runs go; 'none' hides the tab.")  # fmt: skip
+    parser.add_argument("--export", metavar="LESSON.html",
+                        help="Write the lesson (every tab at every step of the timeline) as one self-contained HTML "
+                        "file that works offline, and exit without serving.")  # fmt: skip
     args = parser.parse_args(argv)
     if args.model is None:
         raise FileNotFoundError(
             f"no model given and {DEFAULT_MODEL} does not exist; run `make demo` or name a model folder."
         )
-    serve(args.model, host=args.host, port=args.port, share=args.share, fast_decode=args.fast_decode)
+    if args.export:
+        _export_lesson(args.model, args.export)
+        return
+    train_dir = None if args.train_dir.lower() == "none" else args.train_dir
+    serve(args.model, host=args.host, port=args.port, share=args.share, fast_decode=args.fast_decode,
+          train_dir=train_dir)  # fmt: skip
+
+
+def _export_lesson(model: str, path: str) -> None:
+    import time
+
+    from .studio.export import export_lesson
+
+    start = time.perf_counter()
+    written = export_lesson(model, path)
+    print(f"Wrote {written} ({written.stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s; open "
+          "it in a browser, no server or network needed.")  # fmt: skip
 
 
 def _export(argv: list[str]) -> None:

@@ -5,6 +5,7 @@ serving. The Gradio wiring is in `app.py`."""
 
 import copy
 import json
+import math
 import random
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextIteratorS
 
 from ..explain import to_jsonable
 from ..insight.figures import FLOOR_LABEL, SOURCE_LABEL
-from ..insight.geometry import analogy, nearest_neighbours, word_map
+from ..insight.geometry import WordMap, analogy, nearest_neighbours, word_map
 from ..insight.layers import LogitLensResult, attention_maps, logit_lens
 from ..insight.model_parts import InsightError, encode_prompt
 from ..insight.next_token import next_token_distribution, rank_guess
@@ -48,6 +49,51 @@ def _word(token: str) -> str:
     return token.strip() or repr(token)
 
 
+def word_map_figure(result: WordMap, ranges: tuple[list[float], list[float]] | None = None) -> go.Figure:
+    """The word map as a plotly scatter: a trace per word set, arrows from male to female words; `ranges` fixes the
+    axes (a timeline's maps share them)."""
+    figure = go.Figure()
+    for group in dict.fromkeys(result.groups):
+        members = [(w, xy) for w, g, xy in zip(result.words, result.groups, result.coords, strict=True) if g == group]
+        figure.add_trace(
+            go.Scatter(
+                x=[xy[0] for _, xy in members],
+                y=[xy[1] for _, xy in members],
+                text=[w for w, _ in members],
+                mode="markers+text",
+                textposition=[LABEL_POSITIONS[i % len(LABEL_POSITIONS)] for i in range(len(members))],
+                name=group,
+            )
+        )
+    where = dict(zip(result.words, result.coords, strict=True))
+    for male, female in result.pairs:
+        figure.add_annotation(
+            x=where[female][0],
+            y=where[female][1],
+            ax=where[male][0],
+            ay=where[male][1],
+            xref="x",
+            yref="y",
+            axref="x",
+            ayref="y",
+            showarrow=True,
+            arrowhead=2,
+            arrowcolor="grey",
+            opacity=0.6,
+            text="",
+        )
+    variance = " + ".join(f"{100 * v:.0f}%" for v in result.explained_variance)
+    figure.update_layout(
+        title=f"input embeddings, 2-D PCA ({variance} of the variance); arrows male -> female",
+        height=620,
+        margin=dict(l=10, r=10, t=40, b=10),
+    )
+    if ranges is not None:
+        figure.update_xaxes(range=ranges[0], autorange=False)
+        figure.update_yaxes(range=ranges[1], autorange=False)
+    return figure
+
+
 def lens_figure(lens: LogitLensResult) -> go.Figure:
     """The logit lens as a heatmap (the picture of `insight.layers.plot_logit_lens`, interactive): layers (rows,
     embeddings at the bottom) by prompt positions; each cell names the layer's top next token there, coloured by its
@@ -71,6 +117,14 @@ def lens_figure(lens: LogitLensResult) -> go.Figure:
     return figure
 
 
+def _level_on_log_axis(figure: go.Figure, y: float, text: str, dash: str, side: str) -> None:
+    """A horizontal line at `y` on a log y axis, labelled at its right end. (plotly.js places an annotation on a log
+    axis at 10**y, so `add_hline`'s own label would land far from its line: it is placed at log10(y) here.)"""
+    figure.add_hline(y=y, line_dash=dash)
+    figure.add_annotation(x=1, xref="x domain", y=math.log10(y), yref="y", text=text, showarrow=False,
+                          xanchor="right", yanchor=side)  # fmt: skip
+
+
 def _axis_ranges(points: list) -> tuple[list[float], list[float]]:
     """x and y ranges holding every point, with a margin."""
     xs, ys = [p[0] for p in points], [p[1] for p in points]
@@ -83,6 +137,15 @@ class Studio:
     default: `training_log.jsonl`, `training_summary.json`)."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, run_dir: str | Path | None = None):
+        self._attach(model, tokenizer, run_dir)
+
+    def open_model(self, folder: str | Path) -> None:
+        """Show another model folder from now on (the Train tab's finished model), with its records and timeline."""
+        from ..explain import load_model_and_tokenizer
+
+        self._attach(*load_model_and_tokenizer(str(folder)), folder)
+
+    def _attach(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, run_dir: str | Path | None) -> None:
         self.final, self.tokenizer = model.eval(), tokenizer
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.timeline = self._open_timeline()
@@ -291,47 +354,7 @@ class Studio:
                 result = word_map(self.final, self.tokenizer)
         except InsightError as err:
             return None, [], problem(err), {}
-        figure = go.Figure()
-        for group in dict.fromkeys(result.groups):
-            members = [
-                (w, xy) for w, g, xy in zip(result.words, result.groups, result.coords, strict=True) if g == group
-            ]
-            figure.add_trace(
-                go.Scatter(
-                    x=[xy[0] for _, xy in members],
-                    y=[xy[1] for _, xy in members],
-                    text=[w for w, _ in members],
-                    mode="markers+text",
-                    textposition=[LABEL_POSITIONS[i % len(LABEL_POSITIONS)] for i in range(len(members))],
-                    name=group,
-                )
-            )
-        where = dict(zip(result.words, result.coords, strict=True))
-        for male, female in result.pairs:
-            figure.add_annotation(
-                x=where[female][0],
-                y=where[female][1],
-                ax=where[male][0],
-                ay=where[male][1],
-                xref="x",
-                yref="y",
-                axref="x",
-                ayref="y",
-                showarrow=True,
-                arrowhead=2,
-                arrowcolor="grey",
-                opacity=0.6,
-                text="",
-            )
-        variance = " + ".join(f"{100 * v:.0f}%" for v in result.explained_variance)
-        figure.update_layout(
-            title=f"input embeddings, 2-D PCA ({variance} of the variance); arrows male -> female",
-            height=620,
-            margin=dict(l=10, r=10, t=40, b=10),
-        )
-        if ranges is not None:
-            figure.update_xaxes(range=ranges[0], autorange=False)
-            figure.update_yaxes(range=ranges[1], autorange=False)
+        figure = word_map_figure(result, ranges)
         return figure, result.words, f"{len(result.words)} words{note}", to_jsonable(result)
 
     def analogy(self, a: str, b: str, c: str, step: float | None = None) -> tuple[list, str, dict]:
@@ -403,10 +426,9 @@ class Studio:
             log_y=True,
         )
         if floor is not None:
-            loss.add_hline(y=floor, line_dash="dash", annotation_text=f"{FLOOR_LABEL} {floor:.4f}")
+            _level_on_log_axis(loss, floor, f"{FLOOR_LABEL} {floor:.4f}", "dash", "bottom")
         if source is not None:
-            loss.add_hline(y=source, line_dash="dot", annotation_position="bottom right",
-                           annotation_text=f"{SOURCE_LABEL} {source:.4f}")  # fmt: skip
+            _level_on_log_axis(loss, source, f"{SOURCE_LABEL} {source:.4f}", "dot", "top")
         memory = lines(
             "arithmetic exact match (%): memorised vs generalised",
             {"probe/trained_exact_match": "trained problems", "probe/heldout_exact_match": "held-out"},
