@@ -12,18 +12,20 @@ def serve(
     port: int = 7860,
     share: bool = False,
     fast_decode: bool = False,
+    train_dir: str | Path | None = None,
     **launch_options,
 ):
     """Load a model folder or Hub id with its tokenizer and serve its studio page (blocking unless
     `prevent_thread_lock=True`); returns what `gradio.Blocks.launch` returns. `fast_decode`: the page generates
-    through the compiled static-cache loop (generation_tinyllm), compiled here before serving."""
+    through the compiled static-cache loop (generation_tinyllm), compiled here before serving. `train_dir`: the Train
+    tab's runs go there (None: no Train tab)."""
     from ..explain import load_model_and_tokenizer
     from .app import build_app
 
     model, tokenizer = load_model_and_tokenizer(name_or_path)
     if fast_decode:
         print(f"fast_decode: compiled the decode step in {warm_up_fast_decode(model, tokenizer):.1f} s", flush=True)
-    app = build_app(model, tokenizer, run_dir=training_records_dir(name_or_path))
+    app = build_app(model, tokenizer, run_dir=training_records_dir(name_or_path), train_dir=train_dir)
     print(f"TinyLLM studio for {name_or_path}: http://{host}:{port}", flush=True)
     return app.launch(server_name=host, server_port=port, share=share, **launch_options)
 

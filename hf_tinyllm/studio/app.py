@@ -14,15 +14,21 @@ import gradio as gr
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .handlers import PROMPTS, Studio
+from .live_training import SIZES, recipe_mix
+from .train_tab import FAMILY_CONTROLS, STATES, TrainTab
 
 TITLE = "TinyLLM studio"
 PLAY_SECONDS = 0.6  # the pause between the timeline's frames when playing
 
 
 def build_app(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, run_dir: str | Path | None = None
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    run_dir: str | Path | None = None,
+    train_dir: str | Path | None = None,
 ) -> gr.Blocks:
-    """The page for `model` and `tokenizer`; "How it learned" reads the training records in `run_dir`."""
+    """The page for `model` and `tokenizer`; "How it learned" reads the training records in `run_dir`. With
+    `train_dir`, a "Train" tab trains new models there (one run at a time) and opens each finished one in every tab."""
     studio = Studio(model, tokenizer, run_dir)
     num_layers = model.config.num_hidden_layers
     num_heads = model.config.num_attention_heads
@@ -30,7 +36,7 @@ def build_app(
         gr.Markdown(f"# {TITLE}\n`{getattr(model, 'name_or_path', '') or type(model).__name__}`: look inside the "
                     "model, and at how it learned.")  # fmt: skip
         steps = studio.steps
-        with gr.Row(visible=bool(steps), elem_id="timeline"):
+        with gr.Row(visible=bool(steps), elem_id="timeline") as timeline_row:
             step = gr.Slider(*_slider_range(steps), label="training step: the model as it was then", scale=6,
                              elem_id="timeline-step")  # fmt: skip
             play_button = gr.Button("Play", scale=1, elem_id="timeline-play")
@@ -173,6 +179,69 @@ def build_app(
 
         playing = play_button.click(play, [step, *view_inputs], [step, *view_outputs], api_name=False)
         pause_button.click(None, None, None, cancels=[playing], api_name=False)
+
+        if train_dir is not None:
+            trainer = TrainTab(train_dir)
+            with gr.Tab("Train", id="train"):
+                gr.Markdown("Train a TinyLLM from scratch on TinyWorld, here: the project's Accelerate loop "
+                            "(`tinyllm train` on the demo's recipe) runs in a background process while its loss, "
+                            "arithmetic and word map stream in. When it finishes, every tab opens on the new model, "
+                            "its timeline included. One run at a time on this server; it ends when this page "
+                            "goes away.")  # fmt: skip
+                with gr.Row():
+                    mix = recipe_mix()
+                    weights = [gr.Slider(0, 1, value=mix.get(family, 0.0), step=0.05, label=f"mix: {family}",
+                                         elem_id=f"train-{family}") for family in FAMILY_CONTROLS]  # fmt: skip
+                with gr.Row():
+                    size = gr.Radio(list(SIZES), value="nano", label="size (debug: seconds; nano: the demo's model, "
+                                    "minutes)", elem_id="train-size")  # fmt: skip
+                    train_steps = gr.Number(value=300, precision=0, label="steps", elem_id="train-steps")
+                with gr.Row():
+                    start_button = gr.Button("Start", variant="primary", elem_id="train-start")
+                    pause_run = gr.Button("Pause", elem_id="train-pause")
+                    resume_run = gr.Button("Resume", elem_id="train-resume")
+                    stop_run = gr.Button("Stop", elem_id="train-stop")
+                train_status = gr.Markdown(STATES["idle"], elem_id="train-status")
+                with gr.Row():
+                    train_loss = gr.Plot(label="loss", elem_id="train-loss")
+                    train_arithmetic = gr.Plot(label="arithmetic", elem_id="train-arithmetic")
+                train_map = gr.Plot(label="word map", elem_id="train-map")
+                ticker = gr.Timer(1.0, active=False)
+                finished = gr.State(None)
+
+            def start(size: str, steps: float, royalty: float, arithmetic: float, facts: float, sayings: float,
+                      request: gr.Request):  # fmt: skip
+                status = trainer.start(request.session_hash, size, steps, royalty, arithmetic, facts, sayings)
+                return status, gr.Timer(active=trainer.live.poll().active)
+
+            start_button.click(start, [size, train_steps, *weights], [train_status, ticker], api_name="train_start")
+            pause_run.click(trainer.pause, None, train_status, api_name="train_pause")
+            resume_run.click(trainer.resume, None, train_status, api_name="train_resume")
+            stop_run.click(trainer.stop, None, train_status, api_name="train_stop")
+
+            def tick():
+                status, loss, arithmetic, word_plot_now, active, done = trainer.poll()
+                if done is not None:  # every tab (and every API call) shows the new model from now on
+                    studio.open_model(done)
+                return status, loss, arithmetic, word_plot_now or gr.skip(), gr.Timer(active=active), done
+
+            def open_finished(done: str | None, *inputs):
+                if done is None:
+                    return [gr.skip()] * (2 + len(view_outputs))
+                steps = studio.steps
+                low, high, value, gap = _slider_range(steps)
+                slider = gr.update(minimum=low, maximum=high, value=value, step=gap)
+                return slider, gr.update(visible=bool(steps)), *at_step(value if steps else None, *inputs)
+
+            ticker.tick(tick, None, [train_status, train_loss, train_arithmetic, train_map, ticker, finished],
+                        api_name="train_poll").then(open_finished, [finished, *view_inputs],
+                                                    [step, timeline_row, *view_outputs], api_name=False)  # fmt: skip
+
+            def leave(request: gr.Request):
+                trainer.close_for(request.session_hash)
+
+            app.unload(leave)
+
     return app
 
 
