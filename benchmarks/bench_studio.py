@@ -17,6 +17,7 @@ step's first visit, which loads that snapshot, is counted.
 
 import json
 import math
+import os
 import random
 import shutil
 import socket
@@ -35,6 +36,9 @@ import hf_tinyllm  # noqa: F401  (registers tinyllm)
 from hf_tinyllm.convert import export_llama
 from hf_tinyllm.insight.timeline import load_timeline
 from hf_tinyllm.model_card import TIMELINE_DIR, TRAINING_RECORDS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: machine.py
+from machine import cpu_name
 
 PROMPT = "two plus three equals"
 INTERACTIONS = {
@@ -125,7 +129,8 @@ def run(args: StudioBenchArguments) -> dict:
         name: {label: statistics.median(times) for label, times in rows.items()} for name, rows in results.items()
     }
     p95 = {name: percentile(rows[SLIDER], 95) for name, rows in results.items() if SLIDER in rows}
-    return {"model": args.model, "repeats": args.repeats, "seconds": medians, "slider_p95_seconds": p95,
+    return {"model": args.model, "machine": f"{cpu_name()}, {os.cpu_count()} cores", "repeats": args.repeats,
+            "seconds": medians, "slider_p95_seconds": p95,
             "slider_moves": len(results["tinyllm"].get(SLIDER, []))}  # fmt: skip
 
 
@@ -151,6 +156,7 @@ def main() -> None:
     result = run(args)
     ours, peer = result["seconds"]["tinyllm"], result["seconds"]["llama"]
     print(f"studio response times on {args.model} (median of {args.repeats}, seconds, over HTTP)")
+    print(f"machine: {result['machine']}")
     print(f"{'':38s} {'TinyLLM':>9s} {'Llama':>9s} {'ours/peer':>10s}")
     for label in ours:
         print(f"{label:38s} {ours[label]:9.3f} {peer[label]:9.3f} {ours[label] / peer[label]:10.2f}")

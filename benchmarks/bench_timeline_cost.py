@@ -2,7 +2,8 @@
 its snapshots (`--timeline auto`: the whole weights at each probe step) against the same run with `--timeline off`,
 in turn, `--repeats` times each. Each figure is the run's own training wall time (`wall_time_s` of its summary: the
 training loop, probes included, corpus and tokenizer preparation excluded); the goal is at most 10% more with the
-snapshots. Also the timeline's size on disk.
+snapshots. Also the timeline's size on disk, and the seconds the recorder itself spent writing the snapshots (in
+`timeline.json`): the direct cost, free of the run-to-run noise of the wall-time comparison.
 
     python benchmarks/bench_timeline_cost.py                       # 1 run each, about 8 minutes on 2 cores
     python benchmarks/bench_timeline_cost.py --repeats 2 --output_json benchmarks/results/timeline_cost.json
@@ -40,9 +41,11 @@ def train(output_dir: Path, timeline: str, max_steps: int | None) -> dict:
         argv += ["--max_steps", str(max_steps)]
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     summary = json.loads((output_dir / "model" / SUMMARY_FILE).read_text())
-    snapshots = sorted((output_dir / TIMELINE_DIR).glob("*.safetensors"))
+    index = output_dir / TIMELINE_DIR / "timeline.json"
+    snapshots = json.loads(index.read_text())["snapshots"] if index.is_file() else []
     return {"seconds": summary["wall_time_s"], "snapshots": len(snapshots),
-            "timeline_bytes": sum(p.stat().st_size for p in snapshots)}  # fmt: skip
+            "timeline_bytes": sum(s["bytes"] for s in snapshots),
+            "snapshot_seconds": sum(s.get("seconds", 0.0) for s in snapshots)}  # fmt: skip
 
 
 def main() -> None:
@@ -57,9 +60,11 @@ def main() -> None:
     ratio = median["with snapshots"] / median["without"]
     machine = f"{cpu_name()}, {os.cpu_count()} cores, fp32"
     with_snapshots = runs["with snapshots"][0]
+    share = with_snapshots["snapshot_seconds"] / with_snapshots["seconds"]
     print(f"demo training time on {machine} (median of {args.repeats}): with snapshots {median['with snapshots']:.1f} "
           f"s, without {median['without']:.1f} s: x{ratio:.3f} ({100 * (ratio - 1):+.1f}%); "
-          f"{with_snapshots['snapshots']} snapshots, {with_snapshots['timeline_bytes'] / 1e6:.1f} MB")  # fmt: skip
+          f"{with_snapshots['snapshots']} snapshots, {with_snapshots['timeline_bytes'] / 1e6:.1f} MB, written in "
+          f"{with_snapshots['snapshot_seconds']:.2f} s ({100 * share:.2f}% of the run)")  # fmt: skip
     if args.output_json:
         result = {"machine": machine, "repeats": args.repeats, "max_steps": args.max_steps, "runs": runs,
                   "median_seconds": median, "ratio": ratio}  # fmt: skip

@@ -13,7 +13,7 @@ from transformers.utils import logging as hf_logging
 
 from .data.tinyworld import TinyWorld
 from .insight.learning import probe_records
-from .model_card import TRAINING_LOG_FILE, TRAINING_RECORDS
+from .model_card import TIMELINE_DIR, TRAINING_LOG_FILE, TRAINING_RECORDS
 from .resources import resource_path
 from .tokenization import load_tokenizer
 from .training import parse_train_arguments, train
@@ -94,9 +94,15 @@ def run_demo(args: DemoArguments) -> dict:
     generations = tokenizer.decode(out[:, batch["input_ids"].shape[1] :].tolist(), skip_special_tokens=True)
     for prompt, text in zip(PROMPTS, generations, strict=True):
         print(f"     {prompt} | {text.split('.')[0].strip()}.")
+    snapshots = sorted((model_dir / TIMELINE_DIR).glob("*.safetensors"))
+    if snapshots:
+        print(f"5. The training timeline: {len(snapshots)} snapshots in {model_dir / TIMELINE_DIR} "
+              f"({sum(p.stat().st_size for p in snapshots) / 1e6:.1f} MB); `tinyllm studio {model_dir}` scrubs "
+              "through them, `--export lesson.html` takes the lesson home.")  # fmt: skip
+    records = [*TRAINING_RECORDS, TIMELINE_DIR]
     print(
         f"\nDone in {time.perf_counter() - started:.0f} s. Artifacts: {model_dir.resolve()} (model, tokenizer, "
-        f"{', '.join(name for name in TRAINING_RECORDS if (model_dir / name).exists())}), logs in "
+        f"{', '.join(name for name in records if (model_dir / name).exists())}), logs in "
         f"{Path(args.output_dir).resolve() / 'logs'}."
     )
     return {**result, "generations": dict(zip(PROMPTS, generations, strict=True)), "learning_story": story}

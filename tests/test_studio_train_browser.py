@@ -7,6 +7,8 @@ timeline included. The README's picture (the nano size, 400 steps):
 """
 
 import os
+import time
+from pathlib import Path
 
 import pytest
 from studio_server import studio
@@ -23,21 +25,49 @@ POINTS = """() => { const plot = document.querySelector('#train-arithmetic .js-p
 
 
 @pytest.fixture(scope="module")
-def page(timeline_run_dir, tmp_path_factory):
-    runs = tmp_path_factory.mktemp("studio_runs")
+def runs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("studio_runs")
+
+
+@pytest.fixture(scope="module")
+def browser(timeline_run_dir, runs):
+    """A browser and the studio's address (its Train tab writing under `runs`)."""
     with studio(timeline_run_dir / "model", "--train_dir", str(runs)) as url, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport=VIEWPORT)
-            page.set_default_timeout(WAIT_MS)
-            expect.set_options(timeout=WAIT_MS)
-            page.add_init_script(WATCH_PROBLEMS)
-            page.goto(url)
-            expect(page.locator("#be-candidates input[type=radio]").first).to_be_attached()
-            yield page
-            assert page.evaluate("window.__studioProblems") == []
+            yield browser, url
         finally:
             browser.close()
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(WAIT_MS)
+    expect.set_options(timeout=WAIT_MS)
+    page.add_init_script(WATCH_PROBLEMS)
+    page.goto(url)
+    expect(page.locator("#be-candidates input[type=radio]").first).to_be_attached()
+    return page
+
+
+@pytest.fixture
+def page(browser):
+    page = open_page(*browser)
+    yield page
+    assert page.evaluate("window.__studioProblems") == []
+    page.close()
+
+
+def training_processes(runs: Path) -> list[int]:
+    """The pids of `tinyllm train` processes writing under `runs`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(runs) in cmdline.read_bytes().decode(errors="replace"):
+                found.append(int(cmdline.parent.name))
+        except OSError:  # the process ended while we looked
+            continue
+    return found
 
 
 def set_steps(page, steps: int) -> None:
@@ -79,3 +109,32 @@ def test_train_live_pause_and_explore_the_new_model(page, tmp_path):
     expect(page.locator("#geometry-status")).to_contain_text(f"step {STEPS}: parallelism")
     open_tab(page, "learning")
     expect(page.locator("#learning-status")).to_contain_text(f"{PROBES} probe records")
+
+
+def test_the_run_ends_when_its_page_goes_away(browser, runs):
+    page = open_page(*browser)
+    open_tab(page, "train")
+    page.locator("#train-size label", has_text="debug").click()
+    set_steps(page, 5000)
+    page.click("#train-start")
+    expect(page.locator("#train-status")).to_contain_text("of 5000")
+    assert training_processes(runs)
+    page.close()  # the tab is closed: gradio's unload ends the run this page started
+    deadline = time.monotonic() + 60
+    while training_processes(runs) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert training_processes(runs) == []
+    other = open_page(*browser)  # the server goes on, and the slot is free again: a new run starts, then stops
+    open_tab(other, "train")
+    other.locator("#train-size label", has_text="debug").click()
+    set_steps(other, 5000)
+    other.click("#train-start")
+    status = other.locator("#train-status")
+    expect(status).to_contain_text("Training: step 0 of 5000")
+    other.click("#train-stop")
+    expect(status).to_contain_text("Stop")  # stopping (finishing its step, writing a checkpoint), then stopped
+    deadline = time.monotonic() + 60
+    while training_processes(runs) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert training_processes(runs) == []
+    other.close()

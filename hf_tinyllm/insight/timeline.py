@@ -15,6 +15,7 @@ in the file's metadata (`kind`); `timeline/timeline.json` lists them.
 
 import copy
 import json
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -74,6 +75,7 @@ class TimelineRecorder:
         kind = self.kind_for(model)
         if kind is None or (step % self.every and not final):
             return None
+        started = time.perf_counter()
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / snapshot_file(step)
         metadata = {"step": str(step), "kind": kind}
@@ -84,7 +86,15 @@ class TimelineRecorder:
                 weight = model.get_input_embeddings().weight.detach().float().cpu().contiguous()
                 save_file({EMBEDDING_KEY: weight}, str(tmp), metadata=metadata)
         self.index = [s for s in self.index if s["step"] != step]
-        self.index.append({"step": step, "file": path.name, "kind": kind, "bytes": path.stat().st_size})
+        self.index.append(
+            {
+                "step": step,
+                "file": path.name,
+                "kind": kind,
+                "bytes": path.stat().st_size,
+                "seconds": round(time.perf_counter() - started, 4),
+            }
+        )  # what the snapshot cost the run
         self.index.sort(key=lambda s: s["step"])
         with atomic_file(self.folder / INDEX_FILE) as tmp:
             tmp.write_text(json.dumps({"snapshots": self.index}, indent=1) + "\n")
