@@ -13,6 +13,8 @@ the folder named by TINYLLM_STUDIO_MODEL. TINYLLM_SCREENSHOTS=folder also writes
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,21 +56,33 @@ def studio_url(model_dir):
         yield url
 
 
-@pytest.fixture(scope="module")
-def page(studio_url):
-    """One browser page on the studio, shared by the tests below in file order (the score carries over)."""
+@contextmanager
+def chromium() -> Iterator:
+    """Debian's chromium, driven by Playwright."""
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport=VIEWPORT)
-            page.set_default_timeout(WAIT_MS)
-            expect.set_options(timeout=WAIT_MS)
-            page.add_init_script(WATCH_PROBLEMS)
-            page.goto(studio_url)
-            expect(page.locator("#be-candidates input[type=radio]").first).to_be_attached()
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+def open_studio(browser, url: str):
+    """A new page on the studio at `url`, watched for errors (`WATCH_PROBLEMS`), once its first round is drawn."""
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(WAIT_MS)
+    expect.set_options(timeout=WAIT_MS)
+    page.add_init_script(WATCH_PROBLEMS)
+    page.goto(url)
+    expect(page.locator("#be-candidates input[type=radio]").first).to_be_attached()
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(studio_url):
+    """One browser page on the studio, shared by the tests below in file order (the score carries over)."""
+    with chromium() as browser:
+        yield open_studio(browser, studio_url)
 
 
 @pytest.fixture(autouse=True)

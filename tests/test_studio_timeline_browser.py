@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from studio_server import studio
-from test_studio_browser import CHROMIUM, VIEWPORT, WAIT_MS, WATCH_PROBLEMS, expect, open_tab, screenshot, sync_api
+from test_studio_browser import CHROMIUM, chromium, expect, open_studio, open_tab, screenshot
 from transformers import AutoTokenizer
 
 from hf_tinyllm.insight.layers import attention_maps
@@ -38,19 +38,10 @@ def model_dir(request) -> Path:
 
 @pytest.fixture(scope="module")
 def page(model_dir):
-    with studio(model_dir) as url, sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport=VIEWPORT)
-            page.set_default_timeout(WAIT_MS)
-            expect.set_options(timeout=WAIT_MS)
-            page.add_init_script(WATCH_PROBLEMS)
-            page.goto(url)
-            expect(page.locator("#be-candidates input[type=radio]").first).to_be_attached()
-            yield page
-            assert page.evaluate("window.__studioProblems") == []
-        finally:
-            browser.close()
+    with studio(model_dir) as url, chromium() as browser:
+        page = open_studio(browser, url)
+        yield page
+        assert page.evaluate("window.__studioProblems") == []
 
 
 def drag_slider_to(page, fraction: float) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from studio_server import studio
-from test_studio_browser import CHROMIUM, VIEWPORT, WAIT_MS, WATCH_PROBLEMS, expect, open_tab, screenshot, sync_api
+from test_studio_browser import CHROMIUM, chromium, expect, open_studio, open_tab, screenshot
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` on PATH for Playwright to drive")
 
@@ -32,27 +32,13 @@ def runs(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def browser(timeline_run_dir, runs):
     """A browser and the studio's address (its Train tab writing under `runs`)."""
-    with studio(timeline_run_dir / "model", "--train_dir", str(runs)) as url, sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield browser, url
-        finally:
-            browser.close()
-
-
-def open_page(browser, url: str):
-    page = browser.new_page(viewport=VIEWPORT)
-    page.set_default_timeout(WAIT_MS)
-    expect.set_options(timeout=WAIT_MS)
-    page.add_init_script(WATCH_PROBLEMS)
-    page.goto(url)
-    expect(page.locator("#be-candidates input[type=radio]").first).to_be_attached()
-    return page
+    with studio(timeline_run_dir / "model", "--train_dir", str(runs)) as url, chromium() as browser:
+        yield browser, url
 
 
 @pytest.fixture
 def page(browser):
-    page = open_page(*browser)
+    page = open_studio(*browser)
     yield page
     assert page.evaluate("window.__studioProblems") == []
     page.close()
@@ -112,7 +98,7 @@ def test_train_live_pause_and_explore_the_new_model(page, tmp_path):
 
 
 def test_the_run_ends_when_its_page_goes_away(browser, runs):
-    page = open_page(*browser)
+    page = open_studio(*browser)
     open_tab(page, "train")
     page.locator("#train-size label", has_text="debug").click()
     set_steps(page, 5000)
@@ -124,7 +110,7 @@ def test_the_run_ends_when_its_page_goes_away(browser, runs):
     while training_processes(runs) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert training_processes(runs) == []
-    other = open_page(*browser)  # the server goes on, and the slot is free again: a new run starts, then stops
+    other = open_studio(*browser)  # the server goes on, and the slot is free again: a new run starts, then stops
     open_tab(other, "train")
     other.locator("#train-size label", has_text="debug").click()
     set_steps(other, 5000)
