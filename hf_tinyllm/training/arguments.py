@@ -5,13 +5,12 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 from transformers import HfArgumentParser, SchedulerType
 
-if TYPE_CHECKING:
-    from ..insight.timeline import TimelineRecorder
+from ..insight.timeline import DEFAULT_MAX_PARAMETERS, TimelineRecorder
+from ..insight.timeline import KINDS as TIMELINE_KINDS
 
 OPTIMIZERS = ("adamw", "muon")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
@@ -276,19 +275,18 @@ class ProbeArguments:
         default="auto",
         metadata={"help": "Snapshots at each probe step (timeline/): auto (whole weights up to "
                   "--timeline_max_parameters, else the embedding), weights, embeddings, or off.",
-                  "choices": ["auto", "weights", "embeddings", "off"]},
+                  "choices": list(TIMELINE_KINDS)},
     )  # fmt: skip
     timeline_max_parameters: int = field(
-        default=10_000_000, metadata={"help": "With --timeline auto: whole weights up to this many parameters."}
+        default=DEFAULT_MAX_PARAMETERS,
+        metadata={"help": "With --timeline auto: whole weights up to this many parameters."},
     )
     timeline_every: int = field(
         default=1, metadata={"help": "Keep a snapshot at every K-th probe step only (fewer snapshots)."}
     )
 
-    def timeline_recorder(self, folder: Path) -> "TimelineRecorder":
+    def timeline_recorder(self, folder: Path) -> TimelineRecorder:
         """The run's timeline recorder: snapshots every `timeline_every` probe steps into `folder`."""
-        from ..insight.timeline import TimelineRecorder
-
         return TimelineRecorder(folder, self.timeline, self.timeline_max_parameters,
                                 every=max(1, self.probe_steps) * self.timeline_every)  # fmt: skip
 
