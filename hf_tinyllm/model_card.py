@@ -124,7 +124,7 @@ def build_model_card(
         )
         if hyper:
             training += "\n\n| hyperparameter | value |\n|---|---|\n" + "\n".join(
-                f"| {k} | `{v}` |" for k, v in sorted(hyper.items())
+                f"| {k} | `{v}` |" for k, v in sorted(hyper.items()) if v is not None
             )
     else:
         training = "No training summary was provided with this model."

@@ -4,6 +4,7 @@ settings, where a guessed word ranks, and how surprised it is by each token of a
 import argparse
 from pathlib import Path
 
+from ..insight.model_parts import InsightError
 from ..insight.next_token import (
     TopTokens,
     greedy_continuation,
@@ -13,6 +14,7 @@ from ..insight.next_token import (
     sampling_processors,
     text_surprise,
 )
+from ..insight.truth import TinyWorldTruth, compare_along, compare_next_word, world_of
 from . import load_model_and_tokenizer
 
 
@@ -94,8 +96,48 @@ def run(args: argparse.Namespace) -> tuple[str, dict]:
         "",
         f"Wrote {strip} (each token coloured by its surprise in bits).",
     ]
-    data = {"next_token": dist, "guess": guess, "surprise": surprise, "files": [str(strip)]}
+    truth_lines, truth = _truth(model, tokenizer, args)
+    lines += truth_lines
+    data = {"next_token": dist, "guess": guess, "surprise": surprise, "truth": truth, "files": [str(strip)]}
     return "\n".join(lines), data
+
+
+def _truth(model, tokenizer, args: argparse.Namespace) -> tuple[list[str], dict | None]:
+    """The generator's exact next word beside the model's, and word by word along the text, for TinyWorld text."""
+    world, source = world_of(args.model if Path(args.model).is_dir() else None)
+    truth = TinyWorldTruth(world)
+    try:
+        comparison = compare_next_word(model, tokenizer, args.prompt, truth)
+    except InsightError as err:
+        return ["", f"The truth beside the model: none here ({err})"], None
+    exact = comparison.truth
+    width = max([len(w) for w in exact.words[: args.k]] + [4])
+    lines = ["", f"The truth beside the model ({source}): the next word after {args.prompt!r}",
+             f"  {'word':<{width}}  {'true':>8}  {'model':>8}"]  # fmt: skip
+    lines += [f"  {w:<{width}}  {_percent(p):>8}  {_percent(q):>8}"
+              for w, p, q in list(zip(exact.words, exact.probabilities, comparison.model_probabilities,
+                                      strict=True))[: args.k]]  # fmt: skip
+    if len(exact.words) > args.k:
+        lines.append(f"  ... {len(exact.words) - args.k} more words")
+    lines.append(f"  true entropy {exact.entropy_bits:.3f} bits; KL(truth || model) = {comparison.gap_bits:.3f} bits: "
+                 "what the model has left to learn here")  # fmt: skip
+    data = {"source": source, "next_word": comparison}
+    try:
+        along = compare_along(model, tokenizer, args.text if args.text is not None else args.prompt, truth)
+    except InsightError as err:
+        lines.append(f"  (word by word: {err})")
+        return lines, data
+    data["along"] = along
+    width = max([len(r.word) for r in along] + [4])
+    lines += ["", "Word by word: the true conditional entropy (what no model avoids), the model's surprise, and "
+              "the gap (KL, what is left to learn)",
+              f"  {'word':<{width}}  {'entropy':>7}  {'model':>7}  {'gap':>7}"]  # fmt: skip
+    lines += [f"  {r.word:<{width}}  {r.entropy_bits:>7.3f}  {r.model_surprise_bits:>7.3f}  {r.gap_bits:>7.3f}"
+              for r in along]  # fmt: skip
+    total = sum(r.gap_bits for r in along)
+    lines.append(f"  in all: {sum(r.entropy_bits for r in along):.3f} bits of true entropy, the model's surprise "
+                 f"{sum(r.model_surprise_bits for r in along):.3f} bits, gap {total:.3f} bits")  # fmt: skip
+    return lines, data
 
 
 __all__ = ["add_arguments", "run"]

@@ -570,6 +570,7 @@ def _finish(run: TrainingRun) -> dict:
             "per_device_batch_size": optim_args.per_device_batch_size, "block_size": data_args.block_size,
             "gradient_accumulation_steps": optim_args.gradient_accumulation_steps, "max_steps": optim_args.max_steps,
             "mixed_precision": optim_args.mixed_precision, "seed": run_args.seed, "dataset": data_args.dataset,
+            "tinyworld_weights": data_args.tinyworld_weights,
         },
     }  # fmt: skip
     final = whole_model(accelerator, run.model) if finished else None

@@ -126,6 +126,7 @@ def _write_training_summary(trainer: Trainer, metrics: dict, data_args: DataArgu
             "max_steps": args.max_steps,
             "seed": args.seed,
             "dataset": data_args.dataset,
+            "tinyworld_weights": data_args.tinyworld_weights,
             "trainer": "transformers.Trainer",
         },
     }
