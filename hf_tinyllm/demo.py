@@ -13,6 +13,7 @@ from transformers.utils import logging as hf_logging
 
 from .data.tinyworld import TinyWorld
 from .insight.learning import probe_records
+from .insight.truth import POSITION_KINDS
 from .model_card import TIMELINE_DIR, TRAINING_LOG_FILE, TRAINING_RECORDS
 from .resources import resource_path
 from .tokenization import load_tokenizer
@@ -125,6 +126,10 @@ def learning_story(records: list[dict], moments: int = 4) -> list[str]:
             parts.append(f"{record['validation_bits_per_byte']:.3f} bits per byte")
         lines.append(f"step {record['step']:>4}: " + "; ".join(parts))
     last = records[-1]
+    if "gap_bits" in last:
+        kinds = [k for k in POSITION_KINDS if f"gap_bits_{k}" in last]
+        lines.append("gap to the exact truth, bits per word, first probe -> last: " + ", ".join(
+            f"{k} {records[0][f'gap_bits_{k}']:.3f} -> {last[f'gap_bits_{k}']:.3f}" for k in kinds))  # fmt: skip
     lines.append(f"the {len(records)} probes took {sum(r['seconds'] for r in records):.1f} s of the run")
     lines.append(
         f"a batch of {last['batch_distinct_tokens']:.0f} distinct tokens gives {last['rows_with_input_gradient']:.0f} "

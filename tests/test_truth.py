@@ -6,12 +6,23 @@ import math
 import random
 
 import pytest
+from transformers import AutoTokenizer
 
 from hf_tinyllm.data.tinyworld import FAMILIES, TinyWorld, TinyWorldConfig
 from hf_tinyllm.explain import main as explain
 from hf_tinyllm.insight.model_parts import InsightError
-from hf_tinyllm.insight.truth import END, TinyWorldTruth, compare_next_word, family_floors, gap_bits, world_of
-from hf_tinyllm.model_card import SUMMARY_FILE
+from hf_tinyllm.insight.timeline import load_timeline
+from hf_tinyllm.insight.truth import (
+    END,
+    POSITION_KINDS,
+    TinyWorldTruth,
+    TruthProbe,
+    compare_next_word,
+    family_floors,
+    gap_bits,
+    world_of,
+)
+from hf_tinyllm.model_card import SUMMARY_FILE, TRAINING_LOG_FILE
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +116,23 @@ def test_explain_next_puts_the_truth_beside_the_model(trained_tiny_dir, tmp_path
     assert "The truth beside the model: none here ('hello world' cannot begin a TinyWorld document" in (
         capsys.readouterr().out
     )
+
+
+def test_the_loop_probes_the_gap_to_the_truth_per_family_and_kind(timeline_run_dir):
+    """The run's probe rows hold the gap per family and per kind of word; at the last step it is what TruthProbe
+    measures on that step's snapshot, on the run's first 4 validation documents."""
+    rows = [json.loads(line) for line in (timeline_run_dir / "model" / TRAINING_LOG_FILE).read_text().splitlines()]
+    probes = [row for row in rows if "probe/gap_bits" in row]
+    assert [row["step"] for row in probes] == [0, 2, 4, 6]
+    world = TinyWorld(TinyWorldConfig(num_train_documents=600, num_validation_documents=100))
+    documents = [{"text": d.text, "family": d.family} for d in world.documents("validation")[:4]]
+    probe = TruthProbe(TinyWorldTruth(world), documents)
+    model = load_timeline(timeline_run_dir / "model").model_at(6)
+    measured = probe.measure(model, AutoTokenizer.from_pretrained(timeline_run_dir / "model"))
+    assert {f"probe/{key}" for key in measured} <= set(probes[-1])
+    for key, value in measured.items():
+        assert probes[-1][f"probe/{key}"] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    kinds = {key.removeprefix("gap_bits_") for key in measured if key.startswith("gap_bits_")} - set(FAMILIES)
+    assert kinds <= set(POSITION_KINDS) and {"boundary", "choice"} <= kinds
+    assert probes[0]["probe/gap_bits"] > probes[-1]["probe/gap_bits"] > 0  # six steps already close some of it
+    assert probes[0]["probe/floor_bits"] == probes[-1]["probe/floor_bits"]  # the truth does not train

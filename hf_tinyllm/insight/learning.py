@@ -25,11 +25,13 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..data.tinyworld import FAMILIES
 from ..evaluation import arithmetic_exact_match, evaluate_model
 from .figures import FLOOR_LABEL, SOURCE_LABEL, pyplot, save_figure
 from .geometry import analogy, parallelism_score
 from .gradients import embedding_sparsity, gradient_blame
 from .model_parts import InsightError, eval_mode
+from .truth import POSITION_KINDS, TruthProbe
 
 PREFIX = "probe/"
 DEFAULT_ANALOGY = ("king", "man", "woman", "queen")
@@ -47,6 +49,7 @@ class LearningProbe:
     floor_bits_per_byte: float | None = None
     blame_text: str = "two plus three equals five."
     analogy_words: tuple[str, str, str, str] = DEFAULT_ANALOGY
+    truth: TruthProbe | None = None  # the gap to TinyWorld's exact truth, per family and kind of word
 
     def measure(self, model: PreTrainedModel, optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
         """The probe's numbers for `model` now (keys prefixed `probe/`); weights and mode are left as found."""
@@ -63,6 +66,8 @@ class LearningProbe:
                 for key in ("source_bits_per_byte", "gap_to_source", "gap_to_floor"):
                     if key in metrics:
                         record[key] = metrics[key]
+            if self.truth is not None:
+                record.update(self.truth.measure(model, self.tokenizer))
         record["seconds"] = time.perf_counter() - started  # what the probe costs the run
         return {PREFIX + key: float(value) for key, value in record.items()}
 
@@ -113,8 +118,9 @@ def _missing(ax, text: str) -> None:
 
 
 def plot_learning_curves(history: list[dict], path: str | Path, floor_bits_per_byte: float | None = None) -> Path:
-    """Six panels over training steps: memorisation vs generalisation, the analogy rank, the parallelism score,
-    sparse updates, blame shares and validation bits per byte against the floor."""
+    """Panels over training steps: memorisation vs generalisation, the analogy rank, the parallelism score, sparse
+    updates, blame shares, validation bits per byte against the floor, and (TinyWorld, `--probe_truth_documents`)
+    the gap to the exact truth per kind of word and per family: which rule is learned first."""
     plt = pyplot()
     from matplotlib.ticker import ScalarFormatter
 
@@ -126,7 +132,8 @@ def plot_learning_curves(history: list[dict], path: str | Path, floor_bits_per_b
     def series(key: str) -> list[float]:
         return [r.get(key, float("nan")) for r in records]
 
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    truth = "gap_bits" in records[-1]
+    fig, axes = plt.subplots(2, 4 if truth else 3, figsize=(20 if truth else 15, 8))
     axes = axes.ravel()
     ax = axes[0]
     for key, label in (("trained_exact_match", "trained problems (memorised?)"),
@@ -196,6 +203,15 @@ def plot_learning_curves(history: list[dict], path: str | Path, floor_bits_per_b
     ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.legend(loc="best", fontsize=8)
+    if truth:
+        for ax, groups, title in ((axes[6], POSITION_KINDS, "gap to the truth per kind of word"),
+                                  (axes[7], FAMILIES, "gap to the truth per family")):  # fmt: skip
+            for group in groups:
+                if f"gap_bits_{group}" in records[-1]:
+                    ax.plot(steps, series(f"gap_bits_{group}"), marker=".", label=group)
+            ax.set(title=title, xlabel="step", ylabel="KL(truth || model), bits per word")
+            ax.set_yscale("symlog", linthresh=0.01)
+            ax.legend(loc="best", fontsize=8)
     return save_figure(fig, path, dpi=70)
 
 

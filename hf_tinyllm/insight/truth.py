@@ -26,13 +26,14 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..data.tinyworld import TinyWorld, TinyWorldConfig
+from ..data.tinyworld import NOUN_PAIRS, TinyWorld, TinyWorldConfig
 from ..model_card import SUMMARY_FILE
 from .model_parts import InsightError, check_ids, eval_mode
 
 END = "<end of document>"  # the event "the document ends here", after a whole sentence
 # How a vocabulary writes a token that begins with a space: byte-level BPE's "Ġ", SentencePiece's "▁", or a space.
 WORD_START_MARKS = ("\u0120", "\u2581", " ")
+BATCH = 256  # sequences per forward pass when scoring words
 
 
 @dataclass
@@ -218,38 +219,107 @@ class ModelWords:
 
     def probabilities(self, prefix: str, words: list[str]) -> dict[str, float]:
         """q(word | prefix) for each of `words` (one batched forward pass)."""
+        return self.probabilities_after([(prefix, words)])[0]
+
+    def probabilities_after(self, requests: list[tuple[str, list[str]]]) -> list[dict[str, float]]:
+        """`probabilities` for several (prefix, words) at once, in batches of `BATCH` sequences."""
+        rows = [(index, word, *self._sequence(prefix, word)) for index, (prefix, words) in enumerate(requests)
+                for word in words]  # fmt: skip
+        results: list[dict[str, float]] = [{} for _ in requests]
+        for first in range(0, len(rows), BATCH):
+            chunk = rows[first : first + BATCH]
+            logp = self._log_probabilities([ids for _, _, ids, _ in chunk])
+            for row, (index, word, ids, start) in enumerate(chunk):
+                if word == END:
+                    results[index][word] = float(logp[row, start - 1, self.tokenizer.eos_token_id].exp())
+                    continue
+                total = sum(float(logp[row, t - 1, ids[t]]) for t in range(start, len(ids)))
+                ends = float(logp[row, len(ids) - 1].exp()[self._starts_a_word[: logp.shape[-1]]].sum())
+                results[index][word] = math.exp(total) * ends
+        return results
+
+    def _sequence(self, prefix: str, word: str) -> tuple[list[int], int]:
+        """The token ids of `prefix` followed by `word` (the prefix alone for `END`) and where the word starts."""
         prefix_ids = self._ids(prefix)
         if not prefix_ids:
             raise InsightError("the tokenizer adds no beginning-of-text token, so a document's first word has no "
                                "context to be predicted from; give a prefix.")  # fmt: skip
-        texts, starts = [], []
-        for word in words:
-            if word == END:
-                texts.append(prefix_ids)
-            else:
-                ids = self._ids(f"{prefix} {word}" if prefix else word)
-                if ids[: len(prefix_ids)] != prefix_ids:  # a pre-tokeniser that merges across the word boundary
-                    raise InsightError(f"the tokenizer does not keep {prefix!r}'s tokens when {word!r} follows; "
-                                       "word probabilities need a tokenizer that splits at spaces.")  # fmt: skip
-                texts.append(ids)
-            starts.append(len(prefix_ids))
-        width = max(len(ids) for ids in texts)
+        if word == END:
+            return prefix_ids, len(prefix_ids)
+        ids = self._ids(f"{prefix} {word}" if prefix else word)
+        if ids[: len(prefix_ids)] != prefix_ids:  # a pre-tokeniser that merges across the word boundary
+            raise InsightError(f"the tokenizer does not keep {prefix!r}'s tokens when {word!r} follows; word "
+                               "probabilities need a tokenizer that splits at spaces.")  # fmt: skip
+        return ids, len(prefix_ids)
+
+    def _log_probabilities(self, sequences: list[list[int]]) -> torch.Tensor:
+        width = max(len(ids) for ids in sequences)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        batch = torch.tensor([ids + [pad] * (width - len(ids)) for ids in texts])
-        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in texts])
+        batch = torch.tensor([ids + [pad] * (width - len(ids)) for ids in sequences])
+        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in sequences])
         check_ids(self.model, batch)
         with eval_mode(self.model), torch.no_grad():
-            logp = self.model(input_ids=batch.to(self.model.device), attention_mask=mask.to(self.model.device),
+            return self.model(input_ids=batch.to(self.model.device), attention_mask=mask.to(self.model.device),
                               use_cache=False).logits.float().log_softmax(-1).cpu()  # fmt: skip
-        result = {}
-        for row, (word, ids, start) in enumerate(zip(words, texts, starts, strict=True)):
-            if word == END:
-                result[word] = float(logp[row, start - 1, self.tokenizer.eos_token_id].exp())
-                continue
-            total = sum(float(logp[row, t - 1, ids[t]]) for t in range(start, len(ids)))
-            ends = float(logp[row, len(ids) - 1].exp()[self._starts_a_word[: logp.shape[-1]]].sum())
-            result[word] = math.exp(total) * ends
-        return result
+
+
+POSITION_KINDS = ("boundary", "choice", "answer", "capital", "agreement", "fixed")
+AGREEING_WORDS = frozenset({"he", "she", "his", "her"} | {noun for pair in NOUN_PAIRS for noun in pair})
+
+
+def position_kind(family: str, words: list[str], index: int, entropy_bits: float) -> str:
+    """What decides the word at `index` of a document's `words` (`len(words)`: its end):
+    boundary: the end of the document or a sentence's first word (how many sentences, and what comes next);
+    answer: an arithmetic answer (after "equals"); capital: a country's capital (after "is");
+    agreement: a pronoun, possessive or partner that agrees with the story's subject (royalty);
+    choice: any other free choice of the generator (a template, a slot, an operand); fixed: a word nothing else
+    could replace."""
+    if index == len(words) or index == 0 or words[index - 1].endswith("."):
+        return "boundary"
+    sentence = " ".join(words[:index]).rsplit(".", 1)[-1].split()
+    if family == "arithmetic" and "equals" in sentence:
+        return "answer"
+    if family == "facts" and "is" in sentence:
+        return "capital"
+    if family == "royalty" and index > 1 and words[index].rstrip(".") in AGREEING_WORDS:
+        return "agreement"
+    return "choice" if entropy_bits > 1e-9 else "fixed"
+
+
+class TruthProbe:
+    """Per family and per kind of position, on a fixed set of TinyWorld documents: the exact floor (the true
+    conditional entropy, bits per word) and how far a model is above it (the KL gap, bits per word). The truth is
+    computed once; `measure` scores the model on every word the truth allows at every position."""
+
+    def __init__(self, truth: TinyWorldTruth, documents: list[dict]) -> None:
+        self.truth = truth
+        self.positions: list[tuple[str, TrueNextWord, tuple[str, str]]] = []  # prefix, truth, (family, kind)
+        for document in documents:
+            words = split_words(document["text"])
+            for index in range(len(words) + 1):
+                exact = truth.next_word(" ".join(words[:index]))
+                kind = position_kind(document["family"], words, index, exact.entropy_bits)
+                self.positions.append((" ".join(words[:index]), exact, (document["family"], kind)))
+
+    def floors(self) -> dict[str, float]:
+        """The mean true conditional entropy per word, per family and per kind (`floor_bits_<name>`)."""
+        return self._by_group("floor_bits", [exact.entropy_bits for _, exact, _ in self.positions])
+
+    def measure(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> dict[str, float]:
+        """`gap_bits_<family>` and `gap_bits_<kind>`: the model's mean KL to the truth per word there, `gap_bits`
+        over every position; and the floors."""
+        requests = [(prefix, exact.words) for prefix, exact, _ in self.positions]
+        scores = ModelWords(model, tokenizer).probabilities_after(requests)
+        gaps = [gap_bits(exact, q.__getitem__) for (_, exact, _), q in zip(self.positions, scores, strict=True)]
+        return {**self._by_group("gap_bits", gaps), **self.floors()}
+
+    def _by_group(self, name: str, values: list[float]) -> dict[str, float]:
+        """The mean of `values` over every position (`name`) and per family and kind (`name_<group>`)."""
+        groups: dict[str, list[float]] = {name: list(values)}
+        for (_, _, names), value in zip(self.positions, values, strict=True):
+            for group in names:
+                groups.setdefault(f"{name}_{group}", []).append(value)
+        return {key: math.fsum(v) / len(v) for key, v in groups.items()}
 
 
 @dataclass
@@ -302,16 +372,19 @@ def compare_next_word(
 
 __all__ = [
     "END",
+    "POSITION_KINDS",
     "FamilyFloor",
     "ModelWords",
     "NextWordComparison",
     "PositionTruth",
     "TinyWorldTruth",
     "TrueNextWord",
+    "TruthProbe",
     "WordComparison",
     "compare_along",
     "compare_next_word",
     "family_floors",
     "gap_bits",
+    "position_kind",
     "world_of",
 ]

@@ -39,6 +39,7 @@ class TrainingData:
     heldout_arithmetic: Dataset | None = None
     floor_bits_per_byte: float | None = None
     trained_arithmetic: Dataset | None = None  # as many problems seen in training as are held out (probes)
+    tinyworld: TinyWorldConfig | None = None  # the generator of the documents, when TinyWorld (the truth probe)
 
     def evaluate(self, model: PreTrainedModel, max_documents: int) -> dict:
         """`evaluate_model` on the validation documents, with the held-out arithmetic and floor when there are."""
@@ -124,7 +125,8 @@ def prepare_training_data(
     if args.streaming:
         stream = packed_stream(train, tokenizer, args.block_size, args.document_positions)
         return TrainingData(tokenizer, stream, blocks(validation), validation)
-    return TrainingData(tokenizer, blocks(train), blocks(validation), validation, heldout, floor, trained)
+    world = tinyworld_config(args) if args.dataset == "tinyworld" else None
+    return TrainingData(tokenizer, blocks(train), blocks(validation), validation, heldout, floor, trained, world)
 
 
 def _streamed_documents(args: DataArguments, seed: int) -> tuple[IterableDataset, Dataset]:

@@ -10,8 +10,10 @@ from datasets import Dataset
 from transformers import PreTrainedModel, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ..data.shards import TokenBlocks
+from ..data.tinyworld import TinyWorld
 from ..insight.learning import LearningProbe
 from ..insight.timeline import TimelineRecorder
+from ..insight.truth import TinyWorldTruth, TruthProbe
 from .arguments import ProbeArguments
 from .data import TrainingData
 from .streaming import PackedStream
@@ -34,7 +36,16 @@ def build_probe(data: TrainingData, args: ProbeArguments) -> LearningProbe | Non
         heldout_problems=_sample(data.heldout_arithmetic, args.probe_problems),
         validation_documents=list(documents),
         floor_bits_per_byte=data.floor_bits_per_byte,
+        truth=_truth_probe(data, args.probe_truth_documents),
     )
+
+
+def _truth_probe(data: TrainingData, documents: int) -> TruthProbe | None:
+    """The gap to TinyWorld's exact truth on the first `documents` validation documents (TinyWorld only)."""
+    if data.tinyworld is None or documents <= 0:
+        return None
+    chosen = data.validation_documents.select(range(min(documents, len(data.validation_documents))))
+    return TruthProbe(TinyWorldTruth(TinyWorld(data.tinyworld)), list(chosen))
 
 
 def first_blocks(blocks: Dataset | TokenBlocks | PackedStream, count: int) -> torch.Tensor:
