@@ -16,6 +16,7 @@ from hf_tinyllm.insight.layers import attention_maps, logit_lens
 from hf_tinyllm.insight.learning import LearningProbe
 from hf_tinyllm.insight.next_token import next_token_distribution, rank_guess
 from hf_tinyllm.insight.timeline import load_timeline, word_map_timeline
+from hf_tinyllm.insight.truth import compare_next_word
 from hf_tinyllm.model_card import SUMMARY_FILE, TRAINING_LOG_FILE
 
 pytest.importorskip("gradio")
@@ -55,7 +56,7 @@ def test_every_endpoint_answers_with_the_insight_numbers(client, model_with_reco
     _, model, tokenizer = model_with_records
     endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert endpoints == {"/new_round", "/guess", "/distribution", "/next_word", "/layers", "/word_map", "/analogy",
-                         "/neighbours", "/learning", "/generate", "/at_step", "/train_start", "/train_pause",
+                         "/neighbours", "/learning", "/generate", "/at_step", "/truth", "/train_start", "/train_pause",
                          "/train_resume", "/train_stop", "/train_poll"}  # fmt: skip
 
     update, status, prompt, _, _ = client.predict(PROMPT, api_name="/new_round")
@@ -68,6 +69,14 @@ def test_every_endpoint_answers_with_the_insight_numbers(client, model_with_reco
     assert numbers["sampling"]["tokens"] == direct.sampling.tokens
     assert numbers["sampling"]["probabilities"] == pytest.approx(direct.sampling.probabilities, abs=1e-6)
     assert f"{direct.sampling.entropy_bits:.2f} after" in status
+
+    rows, status, numbers = client.predict("the king fed his", api_name="/truth")
+    beside = compare_next_word(model, tokenizer, "the king fed his")
+    assert [row[0] for row in rows["data"]] == beside.truth.words and numbers["gap_bits"] == pytest.approx(
+        beside.gap_bits
+    )
+    assert f"the model is **{beside.gap_bits:.3f} bits** from it" in status
+    assert "none here ('hello world' cannot begin" in client.predict("hello world", api_name="/truth")[1]
 
     word = expected.model.tokens[1].strip()
     verdict, numbers = client.predict(PROMPT, word, api_name="/guess")  # the score is session state, not an input
@@ -112,14 +121,16 @@ def test_the_timeline_moves_every_view_to_the_model_as_it_was(timeline_run_dir):
         client = Client(url, verbose=False)
         for index, step in enumerate(timeline.steps):
             model = timeline.model_at(step)
-            status, _, _, distribution, _, _, attention, _, lens, _, _, _, geometry, *curves, _ = client.predict(
-                step, *VIEW_INPUTS, api_name="/at_step"
-            )
+            views = client.predict(step, *VIEW_INPUTS, api_name="/at_step")
+            status, distribution, truth, attention, lens, geometry = (views[i] for i in (0, 3, 6, 9, 11, 15))
+            curves = views[16:20]
             assert f"step {step}** of {timeline.steps[-1]}" in status
             direct = next_token_distribution(model, tokenizer, PROMPT, k=10)
             assert distribution["model"]["tokens"] == direct.model.tokens
             assert distribution["model"]["probabilities"] == pytest.approx(direct.model.probabilities, abs=1e-6)
             distributions.append(distribution["model"]["probabilities"])
+            beside = compare_next_word(model, tokenizer, PROMPT)  # the truth beside the snapshot
+            assert truth["truth"]["words"] == ["five."] and truth["gap_bits"] == pytest.approx(beside.gap_bits)
             expected_lens = logit_lens(model, tokenizer, PROMPT)
             assert lens["logit_lens"]["top_tokens"] == expected_lens.top_tokens
             assert lens["logit_lens"]["final_token_probabilities"] == pytest.approx(

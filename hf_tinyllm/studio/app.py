@@ -61,12 +61,22 @@ def build_app(
                 top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p (1: off)", elem_id="be-top-p")
             chart = gr.Plot(label="The model's next-token distribution (after your guess)", elem_id="be-chart")
             distribution_status = gr.Markdown(elem_id="be-distribution-status")
+            truth_table = gr.Dataframe(headers=["next word", "truth", "model"], label="The truth beside the model: "
+                                       "TinyWorld's exact next word", elem_id="be-truth")  # fmt: skip
+            truth_status = gr.Markdown(elem_id="be-truth-status")
             with gr.Accordion("numbers", open=False):
                 guess_numbers = gr.JSON(label="guess")
                 distribution_numbers = gr.JSON(label="distribution")
 
             sampling = [prompt, temperature, top_k, top_p, step]
-            reveal = [chart, distribution_status, distribution_numbers]
+            with gr.Accordion("numbers", open=False):
+                truth_numbers = gr.JSON(label="truth")
+            truth_outputs = [truth_table, truth_status, truth_numbers]
+
+            def reveal_all(text: str, t: float, k: int, p: float, at: float | None = None):
+                return (*studio.distribution(text, t, k, p, at), *studio.truth(text, at))
+
+            reveal = [chart, distribution_status, distribution_numbers, *truth_outputs]
 
             def round_for(text: str, at: float | None = None):
                 words, message, text = studio.new_round(text, at)
@@ -78,13 +88,14 @@ def build_app(
             prompt.submit(round_for, [prompt, step], round_outputs, api_name=False)
             for source, word in ((candidates.input, candidates), (guess_typed.click, typed)):
                 source(studio.guess, [prompt, word, score, step], [verdict, score, guess_numbers],
-                       api_name=False).then(studio.distribution, sampling, reveal, api_name=False)  # fmt: skip
+                       api_name=False).then(reveal_all, sampling, reveal, api_name=False)  # fmt: skip
             gr.Button("guess", visible=False).click(studio.guess, [prompt, typed, score, step],
                                                     [verdict, score, guess_numbers], api_name="guess")  # fmt: skip
             for slider in (temperature, top_k, top_p):
-                slider.release(studio.distribution, sampling, reveal, api_name=False)
-            gr.Button("distribution", visible=False).click(studio.distribution, sampling, reveal,
+                slider.release(reveal_all, sampling, reveal, api_name=False)
+            gr.Button("distribution", visible=False).click(studio.distribution, sampling, reveal[:3],
                                                            api_name="distribution")  # fmt: skip
+            gr.Button("truth", visible=False).click(studio.truth, [prompt, step], truth_outputs, api_name="truth")
             next_button.click(studio.next_word, [prompt, step], prompt, api_name="next_word").then(
                 round_for, [prompt, step], round_outputs, api_name=False
             )
@@ -162,7 +173,7 @@ def build_app(
         # The timeline: one step moves every view (and the word chosen on the map stays chosen).
         def at_step(at: float, *inputs):
             be, lens, chosen = inputs[:4], inputs[4:8], inputs[8]
-            return (studio.timeline_status(at), *studio.distribution(*be, at), *studio.layers(*lens, at),
+            return (studio.timeline_status(at), *reveal_all(*be, at), *studio.layers(*lens, at),
                     *show_map(at, chosen), *studio.learning(at))  # fmt: skip
 
         view_inputs = [prompt, temperature, top_k, top_p, lens_prompt, position, layer, head, clicked]

@@ -23,6 +23,7 @@ from ..insight.layers import LogitLensResult, attention_maps, logit_lens
 from ..insight.model_parts import InsightError, encode_prompt
 from ..insight.next_token import next_token_distribution, rank_guess
 from ..insight.timeline import Timeline, WordMapTimeline, word_map_timeline
+from ..insight.truth import TinyWorldTruth, compare_next_word, world_of
 from ..model_card import SUMMARY_FILE, TIMELINE_DIR, TRAINING_LOG_FILE
 
 PROMPTS = (
@@ -153,6 +154,8 @@ class Studio:
         model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         self._models_kept = max(2, MODEL_CACHE_BYTES // max(model_bytes, 1))
         self._word_maps: WordMapTimeline | None = None
+        self._truth: TinyWorldTruth | None = None  # the run's TinyWorld, built on first use
+        self._truth_source = ""
 
     # -- the timeline: the model as it was at a recorded step -------------------------------------------------------
 
@@ -257,6 +260,25 @@ class Studio:
             f"{shown.nonzero} of {result.vocab_size} tokens can be drawn"
         )
         return figure, status, to_jsonable(result)
+
+    def truth(self, prompt: str, step: float | None = None) -> tuple[list, str, dict]:
+        """TinyWorld's exact next word after `prompt` beside the model's, and the gap (KL) in bits; a line saying
+        why not when the prompt is not the beginning of a TinyWorld text."""
+        if self._truth is None:
+            world, self._truth_source = world_of(self.run_dir)
+            self._truth = TinyWorldTruth(world)
+        try:
+            result = compare_next_word(self.model_at(step), self.tokenizer, prompt, self._truth)
+        except InsightError as err:
+            return [], f"The truth beside the model: none here ({err})", {}
+        exact = result.truth
+        rows = [
+            [word, f"{100 * p:.1f}%", f"{100 * q:.1f}%"]
+            for word, p, q in zip(exact.words, exact.probabilities, result.model_probabilities, strict=True)
+        ]
+        status = (f"The truth ({self._truth_source}): {exact.entropy_bits:.2f} bits of true entropy; the model is "
+                  f"**{result.gap_bits:.3f} bits** from it (KL): what it has left to learn here.")  # fmt: skip
+        return rows[:TOP_K_SHOWN], status, to_jsonable(result)
 
     def guess(self, prompt: str, word: str, score: dict | None, step: float | None = None) -> tuple[str, dict, dict]:
         """Reveal the rank and probability of the user's guess; update the running score."""
