@@ -237,3 +237,28 @@ def test_generate(page, tmp_path):
     )
     assert "Problem" not in page.input_value("#generate-output textarea")
     screenshot(page, tmp_path, "generate", page.locator("#generate-output"))
+
+
+def test_the_truth_beside_the_model(page, model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_tinyllm.insight.truth import TinyWorldTruth, compare_next_word, world_of
+
+    open_tab(page, "be")
+    prompt = "the king fed his"
+    page.fill("#be-prompt textarea", prompt)
+    page.press("#be-prompt textarea", "Enter")
+    expect(page.locator("#be-status")).to_contain_text(f"What comes after {prompt}?")
+    page.locator("#be-candidates label").first.click()
+    status = page.locator("#be-truth-status")
+    expect(status).to_contain_text("bits from it (KL)")
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    beside = compare_next_word(model, tokenizer, prompt, TinyWorldTruth(world_of(model_dir)[0]))
+    expect(status).to_contain_text(f"the model is {beside.gap_bits:.3f} bits from it")
+    table = page.locator("#be-truth")
+    expect(table.locator("[role=grid]")).to_have_attribute("aria-rowcount", "5")  # the header and 4 words
+    expected = zip(beside.truth.words, beside.truth.probabilities, beside.model_probabilities, strict=True)
+    for row, (word, p, q) in enumerate(expected):
+        for column, text in enumerate((word, f"{100 * p:.1f}%", f"{100 * q:.1f}%")):
+            expect(table.locator(f"[data-testid=cell-{row}-{column}]")).to_have_text(text)
+    screenshot(page, tmp_path, "truth", page.locator("#be-truth-status"))
