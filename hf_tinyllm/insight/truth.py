@@ -347,17 +347,18 @@ def compare_along(
 ) -> list[WordComparison]:
     """Word by word along a TinyWorld text (a document or its beginning): the truth and the model side by side."""
     truth = truth if truth is not None else TinyWorldTruth()
-    words, scorer, rows = split_words(text), ModelWords(model, tokenizer), []
-    for i, word in enumerate(words):
-        prefix = " ".join(words[:i])
-        exact = truth.next_word(prefix)
+    words = split_words(text)
+    prefixes = [" ".join(words[:i]) for i in range(len(words))]
+    truths = [truth.next_word(prefix) for prefix in prefixes]
+    for prefix, word, exact in zip(prefixes, words, truths, strict=True):
         if exact.probability(word) == 0.0:
             raise InsightError(f"{word!r} cannot follow {prefix!r} in TinyWorld; give a TinyWorld text.")
-        q = scorer.probabilities(prefix, exact.words)
-        rows.append(WordComparison(word, exact.entropy_bits, -math.log2(exact.probability(word)),
-                                   -math.log2(q[word]) if q[word] > 0 else math.inf,
-                                   gap_bits(exact, q.__getitem__)))  # fmt: skip
-    return rows
+    scores = ModelWords(model, tokenizer).probabilities_after(
+        [(prefix, exact.words) for prefix, exact in zip(prefixes, truths, strict=True)]
+    )  # every position in one batch
+    return [WordComparison(word, exact.entropy_bits, -math.log2(exact.probability(word)),
+                           -math.log2(q[word]) if q[word] > 0 else math.inf, gap_bits(exact, q.__getitem__))
+            for word, exact, q in zip(words, truths, scores, strict=True)]  # fmt: skip
 
 
 def compare_next_word(
