@@ -23,7 +23,7 @@ DATA_FILES = {
         "configs/accelerate/cpu_2proc.yaml",
         "configs/accelerate/fsdp2.yaml",
     )
-}
+} | {"hf_tinyllm/studio/guide/en.yaml"}  # the studio's guided path, read beside its module
 
 FROM_THE_WHEEL = """
 import json, yaml

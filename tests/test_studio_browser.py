@@ -68,12 +68,15 @@ def chromium() -> Iterator:
 
 
 def open_studio(browser, url: str):
-    """A new page on the studio at `url`, watched for errors (`WATCH_PROBLEMS`), once its first round is drawn."""
+    """A new page on the studio at `url`, watched for errors (`WATCH_PROBLEMS`): it opens on the guided path; then
+    on "Be the model", once its first round is drawn."""
     page = browser.new_page(viewport=VIEWPORT)
     page.set_default_timeout(WAIT_MS)
     expect.set_options(timeout=WAIT_MS)
     page.add_init_script(WATCH_PROBLEMS)
     page.goto(url)
+    expect(page.locator("#guide-intro")).to_be_visible()
+    open_tab(page, "be")
     expect(page.locator("#be-candidates input[type=radio]").first).to_be_attached()
     return page
 

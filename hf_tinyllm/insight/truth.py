@@ -223,8 +223,10 @@ class ModelWords:
 
     def probabilities_after(self, requests: list[tuple[str, list[str]]]) -> list[dict[str, float]]:
         """`probabilities` for several (prefix, words) at once, in batches of `BATCH` sequences."""
-        rows = [(index, word, *self._sequence(prefix, word)) for index, (prefix, words) in enumerate(requests)
-                for word in words]  # fmt: skip
+        rows = []
+        for index, (prefix, words) in enumerate(requests):
+            prefix_ids = self._prefix_ids(prefix)
+            rows += [(index, word, *self._sequence(prefix, prefix_ids, word)) for word in words]
         results: list[dict[str, float]] = [{} for _ in requests]
         for first in range(0, len(rows), BATCH):
             chunk = rows[first : first + BATCH]
@@ -238,12 +240,16 @@ class ModelWords:
                 results[index][word] = math.exp(total) * ends
         return results
 
-    def _sequence(self, prefix: str, word: str) -> tuple[list[int], int]:
-        """The token ids of `prefix` followed by `word` (the prefix alone for `END`) and where the word starts."""
+    def _prefix_ids(self, prefix: str) -> list[int]:
         prefix_ids = self._ids(prefix)
         if not prefix_ids:
             raise InsightError("the tokenizer adds no beginning-of-text token, so a document's first word has no "
                                "context to be predicted from; give a prefix.")  # fmt: skip
+        return prefix_ids
+
+    def _sequence(self, prefix: str, prefix_ids: list[int], word: str) -> tuple[list[int], int]:
+        """The token ids of `prefix` (`prefix_ids`) followed by `word` (the prefix alone for `END`) and where the
+        word starts."""
         if word == END:
             return prefix_ids, len(prefix_ids)
         ids = self._ids(f"{prefix} {word}" if prefix else word)
@@ -300,10 +306,11 @@ class TruthProbe:
                 exact = truth.next_word(" ".join(words[:index]))
                 kind = position_kind(document["family"], words, index, exact.entropy_bits)
                 self.positions.append((" ".join(words[:index]), exact, (document["family"], kind)))
+        self._floors = self._by_group("floor_bits", [exact.entropy_bits for _, exact, _ in self.positions])
 
     def floors(self) -> dict[str, float]:
         """The mean true conditional entropy per word, per family and per kind (`floor_bits_<name>`)."""
-        return self._by_group("floor_bits", [exact.entropy_bits for _, exact, _ in self.positions])
+        return dict(self._floors)
 
     def measure(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> dict[str, float]:
         """`gap_bits_<family>` and `gap_bits_<kind>`: the model's mean KL to the truth per word there, `gap_bits`

@@ -13,7 +13,8 @@ from pathlib import Path
 import gradio as gr
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .handlers import PROMPTS, Studio
+from .guide import build_guide, load_guide, wire_guide
+from .handlers import ALONG_TEXT, PROMPTS, Studio
 from .live_training import SIZES, recipe_mix
 from .train_tab import FAMILY_CONTROLS, STATES, TrainTab
 
@@ -43,141 +44,191 @@ def build_app(
             pause_button = gr.Button("Pause", scale=1, elem_id="timeline-pause")
         timeline_status = gr.Markdown(studio.timeline_status(steps[-1] if steps else None),
                                       elem_id="timeline-status")  # fmt: skip
-        with gr.Tab("Be the model", id="be"):
-            score = gr.State({"rounds": 0, "top": 0, "probability": 0.0})
-            prompt = gr.Textbox(label="Prompt", value=PROMPTS[0], elem_id="be-prompt")
-            status = gr.Markdown(elem_id="be-status")
-            candidates = gr.Radio(label="Your guess: which word comes next?", choices=[], elem_id="be-candidates")
-            with gr.Row():
-                typed = gr.Textbox(label="...or type a word", scale=3, elem_id="be-typed")
-                guess_typed = gr.Button("Guess this word", scale=1, elem_id="be-guess-typed")
-            verdict = gr.Markdown(elem_id="be-verdict")
-            with gr.Row():
-                next_button = gr.Button("Next: append the model's word", elem_id="be-next")
-                new_button = gr.Button("New TinyWorld prompt", elem_id="be-new")
-            with gr.Row():
-                temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="temperature", elem_id="be-temperature")
-                top_k = gr.Slider(0, 50, value=0, step=1, label="top-k (0: off)", elem_id="be-top-k")
-                top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p (1: off)", elem_id="be-top-p")
-            chart = gr.Plot(label="The model's next-token distribution (after your guess)", elem_id="be-chart")
-            distribution_status = gr.Markdown(elem_id="be-distribution-status")
-            truth_table = gr.Dataframe(headers=["next word", "truth", "model"], label="The truth beside the model: "
-                                       "TinyWorld's exact next word", elem_id="be-truth")  # fmt: skip
-            truth_status = gr.Markdown(elem_id="be-truth-status")
-            with gr.Accordion("numbers", open=False):
-                guess_numbers = gr.JSON(label="guess")
-                distribution_numbers = gr.JSON(label="distribution")
+        views = {"guide", "be", "layers", "geometry", "learning", "generate"} | ({"train"} if train_dir else set())
+        with gr.Tabs(selected="guide") as tabs:
+            with gr.Tab("Guide", id="guide"):
+                guide_buttons = build_guide(load_guide(), views)
+            with gr.Tab("Be the model", id="be"):
+                score = gr.State({"rounds": 0, "top": 0, "probability": 0.0})
+                prompt = gr.Textbox(label="Prompt", value=PROMPTS[0], elem_id="be-prompt")
+                status = gr.Markdown(elem_id="be-status")
+                candidates = gr.Radio(label="Your guess: which word comes next?", choices=[], elem_id="be-candidates")
+                with gr.Row():
+                    typed = gr.Textbox(label="...or type a word", scale=3, elem_id="be-typed")
+                    guess_typed = gr.Button("Guess this word", scale=1, elem_id="be-guess-typed")
+                verdict = gr.Markdown(elem_id="be-verdict")
+                with gr.Row():
+                    next_button = gr.Button("Next: append the model's word", elem_id="be-next")
+                    new_button = gr.Button("New TinyWorld prompt", elem_id="be-new")
+                with gr.Row():
+                    temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="temperature",
+                                            elem_id="be-temperature")  # fmt: skip
+                    top_k = gr.Slider(0, 50, value=0, step=1, label="top-k (0: off)", elem_id="be-top-k")
+                    top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p (1: off)", elem_id="be-top-p")
+                chart = gr.Plot(label="The model's next-token distribution (after your guess)", elem_id="be-chart")
+                distribution_status = gr.Markdown(elem_id="be-distribution-status")
+                truth_table = gr.Dataframe(headers=["next word", "truth", "model"], label="The truth beside the model: "
+                                           "TinyWorld's exact next word", elem_id="be-truth")  # fmt: skip
+                truth_status = gr.Markdown(elem_id="be-truth-status")
+                with gr.Accordion("numbers", open=False):
+                    guess_numbers = gr.JSON(label="guess")
+                    distribution_numbers = gr.JSON(label="distribution")
 
-            sampling = [prompt, temperature, top_k, top_p, step]
-            with gr.Accordion("numbers", open=False):
-                truth_numbers = gr.JSON(label="truth")
-            truth_outputs = [truth_table, truth_status, truth_numbers]
+                sampling = [prompt, temperature, top_k, top_p, step]
+                with gr.Accordion("numbers", open=False):
+                    truth_numbers = gr.JSON(label="truth")
+                truth_outputs = [truth_table, truth_status, truth_numbers]
+                gr.Markdown("### Loss as surprise, word by word\nThe model's surprise at each word of a TinyWorld "
+                            "text beside the truth's: the red marks are the true entropy, the floor no model can go "
+                            "below on average. What lies above them is what the model has left to learn.")  # fmt: skip
+                with gr.Row():
+                    along_text = gr.Textbox(label="A TinyWorld text", value=ALONG_TEXT, scale=4,
+                                            elem_id="be-along-text")  # fmt: skip
+                    along_button = gr.Button("Score it word by word", scale=1, elem_id="be-along-run")
+                along_plot = gr.Plot(label="surprise against the truth", elem_id="be-along")
+                along_status = gr.Markdown(elem_id="be-along-status")
+                with gr.Accordion("numbers", open=False):
+                    along_numbers = gr.JSON(label="word by word")
+                along_outputs = [along_plot, along_status, along_numbers]
+                along_button.click(studio.truth_along, [along_text, step], along_outputs, api_name="truth_along")
+                along_text.submit(studio.truth_along, [along_text, step], along_outputs, api_name=False)
 
-            def reveal_all(text: str, t: float, k: int, p: float, at: float | None = None):
-                return (*studio.distribution(text, t, k, p, at), *studio.truth(text, at))
+                def reveal_all(text: str, t: float, k: int, p: float, at: float | None = None):
+                    return (*studio.distribution(text, t, k, p, at), *studio.truth(text, at))
 
-            reveal = [chart, distribution_status, distribution_numbers, *truth_outputs]
+                reveal = [chart, distribution_status, distribution_numbers, *truth_outputs]
 
-            def round_for(text: str, at: float | None = None):
-                words, message, text = studio.new_round(text, at)
-                return gr.update(choices=words, value=None), message, text, "", None
+                def round_for(text: str, at: float | None = None):
+                    words, message, text = studio.new_round(text, at)
+                    return gr.update(choices=words, value=None), message, text, "", None
 
-            round_outputs = [candidates, status, prompt, verdict, chart]
-            app.load(round_for, [prompt, step], round_outputs, api_name="new_round")
-            new_button.click(lambda at: round_for("", at), step, round_outputs, api_name=False)
-            prompt.submit(round_for, [prompt, step], round_outputs, api_name=False)
-            for source, word in ((candidates.input, candidates), (guess_typed.click, typed)):
-                source(studio.guess, [prompt, word, score, step], [verdict, score, guess_numbers],
-                       api_name=False).then(reveal_all, sampling, reveal, api_name=False)  # fmt: skip
-            gr.Button("guess", visible=False).click(studio.guess, [prompt, typed, score, step],
-                                                    [verdict, score, guess_numbers], api_name="guess")  # fmt: skip
-            for slider in (temperature, top_k, top_p):
-                slider.release(reveal_all, sampling, reveal, api_name=False)
-            gr.Button("distribution", visible=False).click(studio.distribution, sampling, reveal[:3],
-                                                           api_name="distribution")  # fmt: skip
-            gr.Button("truth", visible=False).click(studio.truth, [prompt, step], truth_outputs, api_name="truth")
-            next_button.click(studio.next_word, [prompt, step], prompt, api_name="next_word").then(
-                round_for, [prompt, step], round_outputs, api_name=False
-            )
+                round_outputs = [candidates, status, prompt, verdict, chart]
+                app.load(round_for, [prompt, step], round_outputs, api_name="new_round")
+                new_button.click(lambda at: round_for("", at), step, round_outputs, api_name=False)
+                prompt.submit(round_for, [prompt, step], round_outputs, api_name=False)
+                for source, word in ((candidates.input, candidates), (guess_typed.click, typed)):
+                    source(studio.guess, [prompt, word, score, step], [verdict, score, guess_numbers],
+                           api_name=False).then(reveal_all, sampling, reveal, api_name=False)  # fmt: skip
+                gr.Button("guess", visible=False).click(studio.guess, [prompt, typed, score, step],
+                                                        [verdict, score, guess_numbers], api_name="guess")  # fmt: skip
+                for slider in (temperature, top_k, top_p):
+                    slider.release(reveal_all, sampling, reveal, api_name=False)
+                gr.Button("distribution", visible=False).click(studio.distribution, sampling, reveal[:3],
+                                                               api_name="distribution")  # fmt: skip
+                gr.Button("truth", visible=False).click(studio.truth, [prompt, step], truth_outputs, api_name="truth")
+                next_button.click(studio.next_word, [prompt, step], prompt, api_name="next_word").then(
+                    round_for, [prompt, step], round_outputs, api_name=False
+                )
 
-        with gr.Tab("Through the layers", id="layers"):
-            lens_prompt = gr.Textbox(label="Prompt", value=PROMPTS[0], elem_id="layers-prompt")
-            with gr.Row():
-                position = gr.Number(label="position (-1: the last)", value=-1, precision=0)
-                layer = gr.Slider(1, num_layers, value=1, step=1, label="attention: layer")
-                head = gr.Slider(1, num_heads, value=1, step=1, label="attention: head")
-            lens_button = gr.Button("Look through the layers", elem_id="layers-run")
-            lens_status = gr.Markdown(elem_id="layers-status")
-            lens_image = gr.Plot(label="Logit lens: the top next token after each layer", elem_id="layers-lens")
-            lens_table = gr.Dataframe(headers=["after", "KL to final (bits)", "top tokens"], label="At the position")
-            attention_plot = gr.Plot(label="Attention", elem_id="layers-attention")
-            with gr.Accordion("numbers", open=False):
-                lens_numbers = gr.JSON()
-            lens_inputs = [lens_prompt, position, layer, head, step]
-            lens_outputs = [lens_image, lens_table, attention_plot, lens_status, lens_numbers]
-            lens_button.click(studio.layers, lens_inputs, lens_outputs, api_name="layers")
-            for control in (layer, head):
-                control.release(studio.layers, lens_inputs, lens_outputs, api_name=False)
+            with gr.Tab("Through the layers", id="layers"):
+                lens_prompt = gr.Textbox(label="Prompt", value=PROMPTS[0], elem_id="layers-prompt")
+                with gr.Row():
+                    position = gr.Number(label="position (-1: the last)", value=-1, precision=0)
+                    layer = gr.Slider(1, num_layers, value=1, step=1, label="attention: layer")
+                    head = gr.Slider(1, num_heads, value=1, step=1, label="attention: head")
+                lens_button = gr.Button("Look through the layers", elem_id="layers-run")
+                lens_status = gr.Markdown(elem_id="layers-status")
+                lens_image = gr.Plot(label="Logit lens: the top next token after each layer", elem_id="layers-lens")
+                lens_table = gr.Dataframe(headers=["after", "KL to final (bits)", "top tokens"],
+                                          label="At the position")  # fmt: skip
+                attention_plot = gr.Plot(label="Attention", elem_id="layers-attention")
+                with gr.Accordion("numbers", open=False):
+                    lens_numbers = gr.JSON()
+                lens_inputs = [lens_prompt, position, layer, head, step]
+                lens_outputs = [lens_image, lens_table, attention_plot, lens_status, lens_numbers]
+                lens_button.click(studio.layers, lens_inputs, lens_outputs, api_name="layers")
+                for control in (layer, head):
+                    control.release(studio.layers, lens_inputs, lens_outputs, api_name=False)
 
-        with gr.Tab("Geometry", id="geometry"):
-            geometry_status = gr.Markdown(elem_id="geometry-status")
-            word_plot = gr.Plot(label="Word map", elem_id="geometry-map")
-            with gr.Row():
-                a, b, c = (gr.Textbox(label=n, value=v) for n, v in (("a", "king"), ("- b", "man"), ("+ c", "woman")))
-                analogy_button = gr.Button("a - b + c ->", elem_id="geometry-analogy")
-            analogy_table = gr.Dataframe(headers=["rank", "word", "cosine"], label="Analogy: top 5",
-                                         elem_id="geometry-analogy-table")  # fmt: skip
-            with gr.Row():
-                clicked = gr.Dropdown(label="A word of the map (or type one)", choices=[], allow_custom_value=True)
-                neighbours_button = gr.Button("Nearest neighbours", elem_id="geometry-neighbours")
-            neighbours_table = gr.Dataframe(headers=["word", "cosine"], label="Nearest neighbours")
-            with gr.Accordion("numbers", open=False):
-                geometry_numbers = gr.JSON()
+            with gr.Tab("Geometry", id="geometry"):
+                geometry_status = gr.Markdown(elem_id="geometry-status")
+                word_plot = gr.Plot(label="Word map", elem_id="geometry-map")
+                with gr.Row():
+                    a, b, c = (gr.Textbox(label=n, value=v)
+                               for n, v in (("a", "king"), ("- b", "man"), ("+ c", "woman")))  # fmt: skip
+                    analogy_button = gr.Button("a - b + c ->", elem_id="geometry-analogy")
+                analogy_table = gr.Dataframe(headers=["rank", "word", "cosine"], label="Analogy: top 5",
+                                             elem_id="geometry-analogy-table")  # fmt: skip
+                with gr.Row():
+                    clicked = gr.Dropdown(label="A word of the map (or type one)", choices=[], allow_custom_value=True)
+                    neighbours_button = gr.Button("Nearest neighbours", elem_id="geometry-neighbours")
+                neighbours_table = gr.Dataframe(headers=["word", "cosine"], label="Nearest neighbours")
+                with gr.Accordion("numbers", open=False):
+                    geometry_numbers = gr.JSON()
 
-            def show_map(at: float | None = None, chosen: str | None = None):
-                figure, words, message, numbers = studio.geometry_map(at)
-                keep = chosen if chosen in words else (words[0] if words else None)
-                return figure, gr.update(choices=words, value=keep), message, numbers
+                def show_map(at: float | None = None, chosen: str | None = None):
+                    figure, words, message, numbers = studio.geometry_map(at)
+                    keep = chosen if chosen in words else (words[0] if words else None)
+                    return figure, gr.update(choices=words, value=keep), message, numbers
 
-            map_outputs = [word_plot, clicked, geometry_status, geometry_numbers]
-            app.load(show_map, step, map_outputs, api_name="word_map")
-            analogy_button.click(studio.analogy, [a, b, c, step], [analogy_table, geometry_status, geometry_numbers],
-                                 api_name="analogy")  # fmt: skip
-            neighbours_outputs = [neighbours_table, geometry_status, geometry_numbers]
-            neighbours_button.click(studio.neighbours, [clicked, step], neighbours_outputs, api_name="neighbours")
-            clicked.select(studio.neighbours, [clicked, step], neighbours_outputs, api_name=False)
+                map_outputs = [word_plot, clicked, geometry_status, geometry_numbers]
+                app.load(show_map, step, map_outputs, api_name="word_map")
+                analogy_outputs = [analogy_table, geometry_status, geometry_numbers]
+                analogy_button.click(studio.analogy, [a, b, c, step], analogy_outputs, api_name="analogy")
+                neighbours_outputs = [neighbours_table, geometry_status, geometry_numbers]
+                neighbours_button.click(studio.neighbours, [clicked, step], neighbours_outputs, api_name="neighbours")
+                clicked.select(studio.neighbours, [clicked, step], neighbours_outputs, api_name=False)
 
-        with gr.Tab("How it learned", id="learning"):
-            learning_status = gr.Markdown(elem_id="learning-status")
-            with gr.Row():
-                loss_plot, memory_plot = gr.Plot(label="loss"), gr.Plot(label="memorisation vs generalisation")
-            with gr.Row():
-                geometry_plot, updates_plot = gr.Plot(label="geometry"), gr.Plot(label="blame")
-            learning_outputs = [loss_plot, memory_plot, geometry_plot, updates_plot, learning_status]
-            app.load(studio.learning, step, learning_outputs, api_name="learning")
+            with gr.Tab("How it learned", id="learning"):
+                learning_status = gr.Markdown(elem_id="learning-status")
+                with gr.Row():
+                    loss_plot, memory_plot = gr.Plot(label="loss"), gr.Plot(label="memorisation vs generalisation")
+                with gr.Row():
+                    geometry_plot, updates_plot = gr.Plot(label="geometry"), gr.Plot(label="blame")
+                learning_outputs = [loss_plot, memory_plot, geometry_plot, updates_plot, learning_status]
+                app.load(studio.learning, step, learning_outputs, api_name="learning")
 
-        with gr.Tab("Generate", id="generate"):
-            generate_prompt = gr.Textbox(label="Prompt", value="the queen", elem_id="generate-prompt")
-            with gr.Row():
-                max_new_tokens = gr.Slider(1, 128, value=40, step=1, label="max new tokens")
-                sample = gr.Checkbox(label="sample (off: greedy)", value=True)
-                gen_temperature = gr.Slider(0.1, 2.0, value=0.8, step=0.05, label="temperature")
-                gen_top_k = gr.Slider(0, 50, value=0, step=1, label="top-k (0: off)")
-                gen_top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="top-p")
-            generate_button = gr.Button("Generate", elem_id="generate-run")
-            generated = gr.Textbox(label="Text", lines=4, elem_id="generate-output")
-            generate_button.click(studio.generate, [generate_prompt, max_new_tokens, gen_temperature, gen_top_k,
-                                                    gen_top_p, sample, step], generated,
-                                   api_name="generate")  # fmt: skip
+            with gr.Tab("Generate", id="generate"):
+                generate_prompt = gr.Textbox(label="Prompt", value="the queen", elem_id="generate-prompt")
+                with gr.Row():
+                    max_new_tokens = gr.Slider(1, 128, value=40, step=1, label="max new tokens")
+                    sample = gr.Checkbox(label="sample (off: greedy)", value=True)
+                    gen_temperature = gr.Slider(0.1, 2.0, value=0.8, step=0.05, label="temperature")
+                    gen_top_k = gr.Slider(0, 50, value=0, step=1, label="top-k (0: off)")
+                    gen_top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="top-p")
+                generate_button = gr.Button("Generate", elem_id="generate-run")
+                generated = gr.Textbox(label="Text", lines=4, elem_id="generate-output")
+                generate_button.click(studio.generate, [generate_prompt, max_new_tokens, gen_temperature, gen_top_k,
+                                                        gen_top_p, sample, step], generated,
+                                       api_name="generate")  # fmt: skip
+
+            if train_dir is not None:
+                trainer = TrainTab(train_dir)
+                with gr.Tab("Train", id="train"):
+                    gr.Markdown("Train a TinyLLM from scratch on TinyWorld, here: the project's Accelerate loop "
+                                "(`tinyllm train` on the demo's recipe) runs in a background process while its "
+                                "loss, arithmetic and word map stream in. When it finishes, every tab opens on the "
+                                "new model, its timeline included. One run at a time on this server; it ends when "
+                                "this page goes away.")  # fmt: skip
+                    with gr.Row():
+                        mix = recipe_mix()
+                        weights = [gr.Slider(0, 1, value=mix.get(family, 0.0), step=0.05, label=f"mix: {family}",
+                                             elem_id=f"train-{family}") for family in FAMILY_CONTROLS]  # fmt: skip
+                    with gr.Row():
+                        size = gr.Radio(list(SIZES), value="nano", label="size (debug: seconds; nano: the demo's "
+                                        "model, minutes)", elem_id="train-size")  # fmt: skip
+                        train_steps = gr.Number(value=300, precision=0, label="steps", elem_id="train-steps")
+                    with gr.Row():
+                        start_button = gr.Button("Start", variant="primary", elem_id="train-start")
+                        pause_run = gr.Button("Pause", elem_id="train-pause")
+                        resume_run = gr.Button("Resume", elem_id="train-resume")
+                        stop_run = gr.Button("Stop", elem_id="train-stop")
+                    train_status = gr.Markdown(STATES["idle"], elem_id="train-status")
+                    with gr.Row():
+                        train_loss = gr.Plot(label="loss", elem_id="train-loss")
+                        train_arithmetic = gr.Plot(label="arithmetic", elem_id="train-arithmetic")
+                    train_map = gr.Plot(label="word map", elem_id="train-map")
+                    ticker = gr.Timer(1.0, active=False)
+                    finished = gr.State(None)
 
         # The timeline: one step moves every view (and the word chosen on the map stays chosen).
         def at_step(at: float, *inputs):
-            be, lens, chosen = inputs[:4], inputs[4:8], inputs[8]
+            be, lens, chosen, text = inputs[:4], inputs[4:8], inputs[8], inputs[9]
             return (studio.timeline_status(at), *reveal_all(*be, at), *studio.layers(*lens, at),
-                    *show_map(at, chosen), *studio.learning(at))  # fmt: skip
+                    *show_map(at, chosen), *studio.learning(at), *studio.truth_along(text, at))  # fmt: skip
 
-        view_inputs = [prompt, temperature, top_k, top_p, lens_prompt, position, layer, head, clicked]
-        view_outputs = [timeline_status, *reveal, *lens_outputs, *map_outputs, *learning_outputs]
+        view_inputs = [prompt, temperature, top_k, top_p, lens_prompt, position, layer, head, clicked, along_text]
+        view_outputs = [timeline_status, *reveal, *lens_outputs, *map_outputs, *learning_outputs, *along_outputs]
         step.release(at_step, [step, *view_inputs], view_outputs, api_name="at_step")
 
         def play(at: float, *inputs):
@@ -188,37 +239,15 @@ def build_app(
                 yield frame, *at_step(frame, *inputs)
                 time.sleep(PLAY_SECONDS)
 
+        wire_guide(guide_buttons, tabs, {
+            "along": (studio.truth_along, [along_text, step], along_outputs),
+            "layers": (studio.layers, lens_inputs, lens_outputs),
+        })  # fmt: skip
+
         playing = play_button.click(play, [step, *view_inputs], [step, *view_outputs], api_name=False)
         pause_button.click(None, None, None, cancels=[playing], api_name=False)
 
         if train_dir is not None:
-            trainer = TrainTab(train_dir)
-            with gr.Tab("Train", id="train"):
-                gr.Markdown("Train a TinyLLM from scratch on TinyWorld, here: the project's Accelerate loop "
-                            "(`tinyllm train` on the demo's recipe) runs in a background process while its loss, "
-                            "arithmetic and word map stream in. When it finishes, every tab opens on the new model, "
-                            "its timeline included. One run at a time on this server; it ends when this page "
-                            "goes away.")  # fmt: skip
-                with gr.Row():
-                    mix = recipe_mix()
-                    weights = [gr.Slider(0, 1, value=mix.get(family, 0.0), step=0.05, label=f"mix: {family}",
-                                         elem_id=f"train-{family}") for family in FAMILY_CONTROLS]  # fmt: skip
-                with gr.Row():
-                    size = gr.Radio(list(SIZES), value="nano", label="size (debug: seconds; nano: the demo's model, "
-                                    "minutes)", elem_id="train-size")  # fmt: skip
-                    train_steps = gr.Number(value=300, precision=0, label="steps", elem_id="train-steps")
-                with gr.Row():
-                    start_button = gr.Button("Start", variant="primary", elem_id="train-start")
-                    pause_run = gr.Button("Pause", elem_id="train-pause")
-                    resume_run = gr.Button("Resume", elem_id="train-resume")
-                    stop_run = gr.Button("Stop", elem_id="train-stop")
-                train_status = gr.Markdown(STATES["idle"], elem_id="train-status")
-                with gr.Row():
-                    train_loss = gr.Plot(label="loss", elem_id="train-loss")
-                    train_arithmetic = gr.Plot(label="arithmetic", elem_id="train-arithmetic")
-                train_map = gr.Plot(label="word map", elem_id="train-map")
-                ticker = gr.Timer(1.0, active=False)
-                finished = gr.State(None)
 
             def start(size: str, steps: float, royalty: float, arithmetic: float, facts: float, sayings: float,
                       request: gr.Request):  # fmt: skip

@@ -23,7 +23,7 @@ from ..insight.layers import LogitLensResult, attention_maps, logit_lens
 from ..insight.model_parts import InsightError, encode_prompt
 from ..insight.next_token import next_token_distribution, rank_guess
 from ..insight.timeline import Timeline, WordMapTimeline, word_map_timeline
-from ..insight.truth import TinyWorldTruth, compare_next_word, world_of
+from ..insight.truth import TinyWorldTruth, WordComparison, compare_along, compare_next_word, world_of
 from ..model_card import SUMMARY_FILE, TIMELINE_DIR, TRAINING_LOG_FILE
 
 PROMPTS = (
@@ -35,6 +35,7 @@ PROMPTS = (
     "the king",
     "every cloud has a silver",
 )
+ALONG_TEXT = "the king fed his dog. he walked to the palace with the queen."  # the default text of the word-by-word strip
 CANDIDATES = 6  # words offered per round: the model's top choices, shuffled
 TOP_K_SHOWN = 10
 LABEL_POSITIONS = ("top center", "bottom center", "middle right", "middle left")  # neighbours' labels apart
@@ -116,6 +117,36 @@ def lens_figure(lens: LogitLensResult) -> go.Figure:
     figure.update_layout(title="Logit lens: the top next token after each layer",
                          height=120 + 40 * len(lens.layer_names), margin=dict(l=10, r=10, t=40, b=10))  # fmt: skip
     return figure
+
+
+def along_figure(along: list[WordComparison]) -> go.Figure:
+    """Per word of a text: the model's surprise and the truth's (bars), the true conditional entropy (the floor,
+    markers) and the KL gap (hover)."""
+    labels = [f"{i}:{r.word}" for i, r in enumerate(along)]
+    model_bits = [r.model_surprise_bits if math.isfinite(r.model_surprise_bits) else None for r in along]
+    figure = go.Figure()
+    figure.add_trace(go.Bar(x=labels, y=model_bits, name="the model's surprise", marker_color="#3b75af",
+                            customdata=[[r.gap_bits] for r in along],
+                            hovertemplate="%{x}: %{y:.3f} bits (KL gap %{customdata[0]:.3f})"
+                                          "<extra></extra>"))  # fmt: skip
+    figure.add_trace(go.Bar(x=labels, y=[r.true_surprise_bits for r in along], name="the truth's surprise",
+                            marker_color="#bbbbbb"))  # fmt: skip
+    figure.add_trace(go.Scatter(x=labels, y=[r.entropy_bits for r in along], name="true entropy (the floor)",
+                                mode="markers", marker=dict(symbol="line-ew-open", size=22, color="#d62728",
+                                                            line=dict(width=3))))  # fmt: skip
+    figure.update_layout(title="Word by word: surprise against the truth (bits)", barmode="group", height=360,
+                         margin=dict(l=10, r=10, t=40, b=10), yaxis_title="bits",
+                         legend=dict(orientation="h", y=-0.25))  # fmt: skip
+    return figure
+
+
+def _along_status(along: list[WordComparison]) -> str:
+    entropy, model = sum(r.entropy_bits for r in along), sum(r.model_surprise_bits for r in along)
+    gap = sum(r.gap_bits for r in along)
+    worst = max(along, key=lambda r: r.gap_bits)
+    return (f"{len(along)} words: **{entropy:.2f} bits** of true entropy, the model's surprise **{model:.2f} bits**; "
+            f"the gap to the truth (KL, summed) is **{gap:.3f} bits**, most of it at '{worst.word}' "
+            f"({worst.gap_bits:.3f}): what the model has left to learn.")  # fmt: skip
 
 
 def _level_on_log_axis(figure: go.Figure, y: float, text: str, dash: str, side: str) -> None:
@@ -261,14 +292,18 @@ class Studio:
         )
         return figure, status, to_jsonable(result)
 
-    def truth(self, prompt: str, step: float | None = None) -> tuple[list, str, dict]:
-        """TinyWorld's exact next word after `prompt` beside the model's, and the gap (KL) in bits; a line saying
-        why not when the prompt is not the beginning of a TinyWorld text."""
+    def world_truth(self) -> TinyWorldTruth:
+        """The exact next-word distributions of the TinyWorld the model trained on (built on first use)."""
         if self._truth is None:
             world, self._truth_source = world_of(self.run_dir)
             self._truth = TinyWorldTruth(world)
+        return self._truth
+
+    def truth(self, prompt: str, step: float | None = None) -> tuple[list, str, dict]:
+        """TinyWorld's exact next word after `prompt` beside the model's, and the gap (KL) in bits; a line saying
+        why not when the prompt is not the beginning of a TinyWorld text."""
         try:
-            result = compare_next_word(self.model_at(step), self.tokenizer, prompt, self._truth)
+            result = compare_next_word(self.model_at(step), self.tokenizer, prompt, self.world_truth())
         except InsightError as err:
             return [], f"The truth beside the model: none here ({err})", {}
         exact = result.truth
@@ -279,6 +314,15 @@ class Studio:
         status = (f"The truth ({self._truth_source}): {exact.entropy_bits:.2f} bits of true entropy; the model is "
                   f"**{result.gap_bits:.3f} bits** from it (KL): what it has left to learn here.")  # fmt: skip
         return rows[:TOP_K_SHOWN], status, to_jsonable(result)
+
+    def truth_along(self, text: str, step: float | None = None) -> tuple[go.Figure | None, str, dict]:
+        """Word by word along a TinyWorld text: the model's surprise beside the true conditional entropy (what no
+        model can avoid) and this text's true surprise; the KL gap per word is what is left to learn there."""
+        try:
+            along = compare_along(self.model_at(step), self.tokenizer, text, self.world_truth())
+        except InsightError as err:
+            return None, f"Along the text: none here ({err})", {}
+        return along_figure(along), _along_status(along), {"along": to_jsonable(along)}
 
     def guess(self, prompt: str, word: str, score: dict | None, step: float | None = None) -> tuple[str, dict, dict]:
         """Reveal the rank and probability of the user's guess; update the running score."""
@@ -523,4 +567,4 @@ class Studio:
         thread.join()
 
 
-__all__ = ["PROMPTS", "Studio"]
+__all__ = ["ALONG_TEXT", "PROMPTS", "Studio", "along_figure"]
