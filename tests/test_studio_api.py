@@ -16,7 +16,7 @@ from hf_tinyllm.insight.layers import attention_maps, logit_lens
 from hf_tinyllm.insight.learning import LearningProbe
 from hf_tinyllm.insight.next_token import next_token_distribution, rank_guess
 from hf_tinyllm.insight.timeline import load_timeline, word_map_timeline
-from hf_tinyllm.insight.truth import compare_next_word
+from hf_tinyllm.insight.truth import compare_along, compare_next_word
 from hf_tinyllm.model_card import SUMMARY_FILE, TRAINING_LOG_FILE
 
 pytest.importorskip("gradio")
@@ -24,7 +24,9 @@ from gradio_client import Client
 from studio_server import studio
 
 PROMPT = "two plus three equals"
-VIEW_INPUTS = (PROMPT, 1.0, 0, 1.0, PROMPT, -1, 1, 2, "king")  # /at_step after the step: be, layers, the map's word
+ALONG = "two plus three equals five. seven times six equals forty two."
+# /at_step after the step: be, layers, the map's word, the word-by-word text
+VIEW_INPUTS = (PROMPT, 1.0, 0, 1.0, PROMPT, -1, 1, 2, "king", ALONG)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,7 @@ def test_every_endpoint_answers_with_the_insight_numbers(client, model_with_reco
     _, model, tokenizer = model_with_records
     endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert endpoints == {"/new_round", "/guess", "/distribution", "/next_word", "/layers", "/word_map", "/analogy",
-                         "/neighbours", "/learning", "/generate", "/at_step", "/truth", "/train_start", "/train_pause",
+                         "/neighbours", "/learning", "/generate", "/at_step", "/truth", "/truth_along", "/train_start", "/train_pause",
                          "/train_resume", "/train_stop", "/train_poll"}  # fmt: skip
 
     update, status, prompt, _, _ = client.predict(PROMPT, api_name="/new_round")
@@ -77,6 +79,14 @@ def test_every_endpoint_answers_with_the_insight_numbers(client, model_with_reco
     )
     assert f"the model is **{beside.gap_bits:.3f} bits** from it" in status
     assert "none here ('hello world' cannot begin" in client.predict("hello world", api_name="/truth")[1]
+    figure, status, numbers = client.predict(ALONG, api_name="/truth_along")
+    along = compare_along(model, tokenizer, ALONG)
+    assert [w["word"] for w in numbers["along"]] == [r.word for r in along]
+    assert [w["gap_bits"] for w in numbers["along"]] == pytest.approx([r.gap_bits for r in along])
+    bars = json.loads(figure["plot"])["data"]
+    assert bars[0]["y"] == pytest.approx([r.model_surprise_bits for r in along], abs=1e-9)
+    assert bars[2]["y"] == pytest.approx([r.entropy_bits for r in along], abs=1e-12)
+    assert f"the gap to the truth (KL, summed) is **{sum(r.gap_bits for r in along):.3f} bits**" in status
 
     word = expected.model.tokens[1].strip()
     verdict, numbers = client.predict(PROMPT, word, api_name="/guess")  # the score is session state, not an input
@@ -123,7 +133,10 @@ def test_the_timeline_moves_every_view_to_the_model_as_it_was(timeline_run_dir):
             model = timeline.model_at(step)
             views = client.predict(step, *VIEW_INPUTS, api_name="/at_step")
             status, distribution, truth, attention, lens, geometry = (views[i] for i in (0, 3, 6, 9, 11, 15))
-            curves = views[16:20]
+            curves, along = views[16:20], views[23]
+            assert [w["gap_bits"] for w in along["along"]] == pytest.approx(
+                [r.gap_bits for r in compare_along(model, tokenizer, ALONG)]
+            )
             assert f"step {step}** of {timeline.steps[-1]}" in status
             direct = next_token_distribution(model, tokenizer, PROMPT, k=10)
             assert distribution["model"]["tokens"] == direct.model.tokens

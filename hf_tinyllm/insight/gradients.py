@@ -7,7 +7,8 @@
 * `embedding_sparsity`: the input lookup sends gradient only to the rows of the ids in the batch, a tied head to every
   row (its softmax puts probability on every token); and one AdamW step (Loshchilov & Hutter 2019) can move more rows
   than have gradient, because momentum keeps moving rows seen in earlier batches and decoupled weight decay shrinks
-  every row. The step is taken on a deep copy of the model, never on the model itself.
+  every row. The step is taken on a deep copy of the model, never on the model itself. `embedding_rows` gives the
+  same rows as ids, and `adamw_step_on_copy` the copy after the step (`insight.microscope` looks at it closely).
 
 Gradients are taken with `torch.autograd.grad`, which returns them instead of accumulating into `.grad`: the caller's
 `.grad`, weights and train/eval mode are left exactly as they were.
@@ -69,10 +70,11 @@ def _stages(model: PreTrainedModel, parts: DecoderParts) -> list[tuple[str, list
 
 
 def _next_token_gradients(
-    model: PreTrainedModel, parts: DecoderParts, input_ids: torch.Tensor
+    model: PreTrainedModel, parts: DecoderParts, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None
 ) -> tuple[float, dict[int, torch.Tensor], torch.Tensor]:
     """The next-token loss of `input_ids` (B, T), the gradient of every trainable parameter (by id; the tied head's
-    part only for a tied embedding) and the input-side gradient of the embedding matrix (V, C)."""
+    part only for a tied embedding) and the input-side gradient of the embedding matrix (V, C). `position_ids`
+    (B, T) restarting at each packed document keep the documents apart, as in training."""
     weight = parts.embed_tokens.weight
     params = [p for p in model.parameters() if p.requires_grad]
     with eval_mode(model), torch.enable_grad():
@@ -80,7 +82,7 @@ def _next_token_gradients(
         targets = params + ([inputs_embeds] if weight.requires_grad else [])
         if not targets:
             raise InsightError("No parameter of the model requires a gradient; unfreeze a stage to see gradients.")
-        loss = model(inputs_embeds=inputs_embeds, labels=input_ids, use_cache=False).loss
+        loss = model(inputs_embeds=inputs_embeds, labels=input_ids, position_ids=position_ids, use_cache=False).loss
         grads = torch.autograd.grad(loss, targets, allow_unused=True)
     input_grad = torch.zeros_like(weight, dtype=torch.float32)
     if weight.requires_grad and grads[-1] is not None:
@@ -110,6 +112,19 @@ def gradient_blame(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, t
     parts = find_parts(model)
     ids = _check_batch(model, encode_prompt(model, tokenizer, text))
     loss, grads, input_grad = _next_token_gradients(model, parts, ids)
+    return blame_from_gradients(model, parts, loss, grads, input_grad, ids.shape[1])
+
+
+def blame_from_gradients(
+    model: PreTrainedModel,
+    parts: DecoderParts,
+    loss: float,
+    grads: dict[int, torch.Tensor],
+    input_grad: torch.Tensor,
+    num_tokens: int,
+) -> BlameResult:
+    """The stages' shares of the squared gradient norm, from `_next_token_gradients`' loss, gradients (by parameter
+    id) and input-side gradient of the embedding; `num_tokens` is recorded as is (T of one text, B * T of a batch)."""
     names, squares = [], []
     for name, params in _stages(model, parts):
         square = sum(_squared_norm(grads[id(p)]) for p in params if id(p) in grads)
@@ -119,7 +134,7 @@ def gradient_blame(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, t
         squares.append(square)
     total = sum(squares)
     shares = [s / total if total > 0 else 0.0 for s in squares]
-    return BlameResult(names, [math.sqrt(s) for s in squares], shares, loss, parts.tied, ids.shape[1])
+    return BlameResult(names, [math.sqrt(s) for s in squares], shares, loss, parts.tied, num_tokens)
 
 
 def _optimizer_on_copy(
@@ -169,6 +184,103 @@ def _sparsity_note(result: SparsityResult, momentum: bool, decay: bool) -> str:
     return note + ": without momentum or weight decay, AdamW moves exactly the rows that have gradient."
 
 
+def adamw_step_on_copy(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    optimizer: torch.optim.Optimizer | None = None,
+    learning_rate: float = 1e-3,
+    weight_decay: float = 0.0,
+    max_grad_norm: float = 0.0,
+    position_ids: torch.Tensor | None = None,
+) -> tuple[PreTrainedModel, torch.optim.Optimizer, float]:
+    """A deep copy of `model` after one AdamW step on the next-token loss of `input_ids` (B, T), in eval mode (no
+    dropout), the copy's optimizer and the gradient norm before clipping. The optimizer is a fresh
+    AdamW(`learning_rate`, `weight_decay`) when `optimizer` is None, else the caller's torch AdamW's hyperparameters
+    and state, copied; `max_grad_norm` > 0 clips the global gradient norm first, as training does; `position_ids`
+    (B, T) restarting at each packed document keep the documents apart. `model`, its `.grad` and the caller's
+    optimizer are left as found."""
+    ids = _check_batch(model, input_ids)
+    replica = copy.deepcopy(model)
+    replica_optimizer = _optimizer_on_copy(model, replica, optimizer, learning_rate, weight_decay)
+    replica.zero_grad(set_to_none=True)
+    replica.eval()
+    replica(input_ids=ids, labels=ids, position_ids=position_ids, use_cache=False).loss.backward()
+    trainable = [p for p in replica.parameters() if p.grad is not None]
+    norm = float(torch.nn.utils.get_total_norm([p.grad for p in trainable])) if trainable else 0.0
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
+    replica_optimizer.step()
+    replica.zero_grad(set_to_none=True)
+    return replica, replica_optimizer, norm
+
+
+@dataclass
+class EmbeddingRows:
+    """The rows (ids, ascending) of the input embedding that one batch's next-token loss and one AdamW step touch."""
+
+    input_gradient: list[int]  # rows with a non-zero gradient from the input lookup
+    gradient: list[int]  # rows with a non-zero gradient in total (the tied head's part included)
+    changed: list[int]  # rows whose values one AdamW step (on a copy) changed
+    distinct_tokens: int  # distinct ids in the batch
+    vocab_size: int
+    tied: bool
+    momentum: bool  # the step's optimizer had momentum from earlier steps (the caller's AdamW)
+    decay: bool  # the embedding matrix's parameter group has weight decay
+    num_tokens: int  # B * T
+
+
+def _rows(mask: torch.Tensor) -> list[int]:
+    return torch.nonzero(mask).flatten().tolist()
+
+
+def rows_touched(
+    parts: DecoderParts,
+    ids: torch.Tensor,
+    grads: dict[int, torch.Tensor],
+    input_grad: torch.Tensor,
+    replica: PreTrainedModel,
+    replica_optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
+) -> EmbeddingRows:
+    """`EmbeddingRows` from `_next_token_gradients`' gradients of `ids` and a copy after `adamw_step_on_copy`
+    (`optimizer`: the caller's, or None for a fresh one)."""
+    weight = parts.embed_tokens.weight
+    total_grad = input_grad + grads[id(weight)].float() if parts.tied and id(weight) in grads else input_grad
+    replica_weight = find_parts(replica).embed_tokens.weight
+    state = replica_optimizer.state.get(replica_weight, {})
+    group = next((g for g in replica_optimizer.param_groups if any(p is replica_weight for p in g["params"])), {})
+    return EmbeddingRows(
+        input_gradient=_rows((input_grad != 0).any(dim=1)),
+        gradient=_rows((total_grad != 0).any(dim=1)),
+        changed=_rows((replica_weight.detach() != weight.detach()).any(dim=1)),
+        distinct_tokens=int(ids.unique().numel()),
+        vocab_size=weight.shape[0],
+        tied=parts.tied,
+        momentum=optimizer is not None and bool(state) and float(state.get("step", 1)) > 1,
+        decay=float(group.get("weight_decay", 0.0)) > 0,
+        num_tokens=ids.numel(),
+    )
+
+
+def embedding_rows(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    optimizer: torch.optim.Optimizer | None = None,
+    learning_rate: float = 1e-3,
+    weight_decay: float = 0.0,
+    position_ids: torch.Tensor | None = None,
+) -> EmbeddingRows:
+    """Which rows of the input embedding (V, C) one batch `input_ids` (B, T) touches under its next-token loss, as
+    row ids: rows with gradient from the lookup and in total, and rows one AdamW step on a copy changes (see
+    `embedding_sparsity`, which counts them). `position_ids`: as in `adamw_step_on_copy`."""
+    parts = find_parts(model)
+    ids = _check_batch(model, input_ids)
+    _, grads, input_grad = _next_token_gradients(model, parts, ids, position_ids)
+    replica, replica_optimizer, _ = adamw_step_on_copy(model, ids, optimizer, learning_rate, weight_decay,
+                                                       position_ids=position_ids)  # fmt: skip
+    return rows_touched(parts, ids, grads, input_grad, replica, replica_optimizer, optimizer)
+
+
 def embedding_sparsity(
     model: PreTrainedModel,
     input_ids: torch.Tensor,
@@ -180,43 +292,24 @@ def embedding_sparsity(
     rows with gradient from the lookup and in total, and rows one AdamW step changes. The step runs on a deep copy
     (eval mode, so no dropout): a fresh AdamW(`learning_rate`, `weight_decay`) when `optimizer` is None, else the
     caller's torch AdamW's hyperparameters and state (momentum), which move rows that are not in the batch."""
-    parts = find_parts(model)
-    ids = _check_batch(model, input_ids)
-    _, grads, input_grad = _next_token_gradients(model, parts, ids)
-    weight = parts.embed_tokens.weight
-    total_grad = input_grad + grads[id(weight)].float() if parts.tied and id(weight) in grads else input_grad
-
-    replica = copy.deepcopy(model)
-    replica_optimizer = _optimizer_on_copy(model, replica, optimizer, learning_rate, weight_decay)
-    replica_weight = find_parts(replica).embed_tokens.weight
-    before = replica_weight.detach().clone()
-    replica.zero_grad(set_to_none=True)
-    replica.eval()
-    replica(input_ids=ids, labels=ids, use_cache=False).loss.backward()
-    replica_optimizer.step()
-    changed = int((replica_weight.detach() != before).any(dim=1).sum())
-    state = replica_optimizer.state.get(replica_weight, {})
-    group = next((g for g in replica_optimizer.param_groups if any(p is replica_weight for p in g["params"])), {})
-    momentum = optimizer is not None and bool(state) and float(state.get("step", 1)) > 1
-    decay = float(group.get("weight_decay", 0.0)) > 0
-    del replica, replica_optimizer
-
+    rows = embedding_rows(model, input_ids, optimizer, learning_rate, weight_decay)
     result = SparsityResult(
-        vocab_size=weight.shape[0],
-        distinct_tokens=int(ids.unique().numel()),
-        rows_with_input_gradient=int((input_grad != 0).any(dim=1).sum()),
-        rows_with_gradient=int((total_grad != 0).any(dim=1).sum()),
-        rows_changed_by_adamw=changed,
-        tied=parts.tied,
+        vocab_size=rows.vocab_size,
+        distinct_tokens=rows.distinct_tokens,
+        rows_with_input_gradient=len(rows.input_gradient),
+        rows_with_gradient=len(rows.gradient),
+        rows_changed_by_adamw=len(rows.changed),
+        tied=rows.tied,
         note="",
-        num_tokens=ids.numel(),
+        num_tokens=rows.num_tokens,
     )
-    result.note = _sparsity_note(result, momentum, decay)
+    result.note = _sparsity_note(result, rows.momentum, rows.decay)
     return result
 
 
-def plot_blame(result: BlameResult, path: str | Path) -> Path:
-    """A horizontal bar chart of each stage's share of the squared gradient norm, in forward order top to bottom."""
+def plot_blame(result: BlameResult, path: str | Path, title: str | None = None) -> Path:
+    """A horizontal bar chart of each stage's share of the squared gradient norm, in forward order top to bottom
+    (`title`: instead of the one-example title)."""
     plt = pyplot()
 
     colors = ["tab:purple" if s == INPUT_STAGE else "tab:blue" if "attention" in s else "tab:orange" if "MLP" in s
@@ -232,9 +325,20 @@ def plot_blame(result: BlameResult, path: str | Path) -> Path:
     ax.set_xlim(0, top * 1.15 or 1.0)
     ax.set_xlabel("share of the squared gradient norm (%)")
     tied = ", tied head" if result.tied else ""
-    ax.set_title(f"Where the gradient of one example goes (loss {result.loss:.2f}{tied})", fontsize=10)
+    ax.set_title(title or f"Where the gradient of one example goes (loss {result.loss:.2f}{tied})", fontsize=10)
     ax.grid(axis="x", alpha=0.2)
     return save_figure(fig, path)
 
 
-__all__ = ["BlameResult", "SparsityResult", "embedding_sparsity", "gradient_blame", "plot_blame"]
+__all__ = [
+    "BlameResult",
+    "EmbeddingRows",
+    "SparsityResult",
+    "adamw_step_on_copy",
+    "blame_from_gradients",
+    "embedding_rows",
+    "embedding_sparsity",
+    "gradient_blame",
+    "plot_blame",
+    "rows_touched",
+]

@@ -13,9 +13,11 @@ from pathlib import Path
 import gradio as gr
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..explain.microscope import DEFAULT_HELDOUT
 from .guide import build_guide, load_guide, wire_guide
 from .handlers import ALONG_TEXT, PROMPTS, Studio
 from .live_training import SIZES, recipe_mix
+from .microscope_tab import SETTINGS, MicroscopeTab, default_batch
 from .train_tab import FAMILY_CONTROLS, STATES, TrainTab
 
 TITLE = "TinyLLM studio"
@@ -44,7 +46,8 @@ def build_app(
             pause_button = gr.Button("Pause", scale=1, elem_id="timeline-pause")
         timeline_status = gr.Markdown(studio.timeline_status(steps[-1] if steps else None),
                                       elem_id="timeline-status")  # fmt: skip
-        views = {"guide", "be", "layers", "geometry", "learning", "generate"} | ({"train"} if train_dir else set())
+        views = {"guide", "be", "step", "layers", "geometry", "learning", "generate"}
+        views |= {"train"} if train_dir is not None else set()
         with gr.Tabs(selected="guide") as tabs:
             with gr.Tab("Guide", id="guide"):
                 guide_buttons = build_guide(load_guide(), views)
@@ -119,6 +122,36 @@ def build_app(
                 next_button.click(studio.next_word, [prompt, step], prompt, api_name="next_word").then(
                     round_for, [prompt, step], round_outputs, api_name=False
                 )
+
+            with gr.Tab("One step", id="step"):
+                microscope = MicroscopeTab(studio)
+                gr.Markdown("Compute the loss of a batch, blame every weight, update: ONE AdamW step, taken on a "
+                            "copy of the model (at the timeline's step), and everything it changed.")  # fmt: skip
+                with gr.Row():
+                    step_batch = gr.Textbox(label="The batch: one text per line", value=default_batch(), lines=4,
+                                            scale=3, elem_id="step-batch")  # fmt: skip
+                    step_heldout = gr.Textbox(label="A held-out text", value=DEFAULT_HELDOUT, scale=2,
+                                              elem_id="step-heldout")  # fmt: skip
+                with gr.Row():
+                    step_adamw = gr.Radio(list(SETTINGS), value="run", elem_id="step-settings",
+                                          label="AdamW settings (run: the training run's peak learning rate, weight "
+                                                "decay, betas)")  # fmt: skip
+                    step_lr = gr.Number(value=0, label="learning rate (0: the settings' own)", elem_id="step-lr")
+                    step_button = gr.Button("Take one step", variant="primary", elem_id="step-run")
+                step_status = gr.Markdown(elem_id="step-status")
+                with gr.Row():
+                    step_losses = gr.Plot(label="loss before and after", elem_id="step-losses")
+                    step_next = gr.Plot(label="held out: next token", elem_id="step-heldout-plot")
+                step_arrows = gr.Plot(label="the embedding rows that moved, on the word map", elem_id="step-arrows")
+                with gr.Row():
+                    step_blame = gr.Plot(label="blame and update per stage", elem_id="step-blame")
+                    step_rows = gr.Dataframe(headers=["token", "moved (L2)", "in the batch"],
+                                             label="the rows that moved farthest", elem_id="step-rows")  # fmt: skip
+                with gr.Accordion("numbers", open=False):
+                    step_numbers = gr.JSON()
+                step_inputs = [step_batch, step_heldout, step_adamw, step_lr, step]
+                step_outputs = [step_losses, step_next, step_arrows, step_blame, step_rows, step_status, step_numbers]
+                step_button.click(microscope.run, step_inputs, step_outputs, api_name="microscope")
 
             with gr.Tab("Through the layers", id="layers"):
                 lens_prompt = gr.Textbox(label="Prompt", value=PROMPTS[0], elem_id="layers-prompt")
@@ -242,6 +275,7 @@ def build_app(
         wire_guide(guide_buttons, tabs, {
             "along": (studio.truth_along, [along_text, step], along_outputs),
             "layers": (studio.layers, lens_inputs, lens_outputs),
+            "step": (microscope.run, step_inputs, step_outputs),
         })  # fmt: skip
 
         playing = play_button.click(play, [step, *view_inputs], [step, *view_outputs], api_name=False)

@@ -35,7 +35,8 @@ PROMPTS = (
     "the king",
     "every cloud has a silver",
 )
-ALONG_TEXT = "the king fed his dog. he walked to the palace with the queen."  # the default text of the word-by-word strip
+# The default text of the word-by-word strip.
+ALONG_TEXT = "the king fed his dog. he walked to the palace with the queen."
 CANDIDATES = 6  # words offered per round: the model's top choices, shuffled
 TOP_K_SHOWN = 10
 LABEL_POSITIONS = ("top center", "bottom center", "middle right", "middle left")  # neighbours' labels apart
