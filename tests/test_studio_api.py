@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from hf_tinyllm.insight.geometry import analogy, nearest_neighbours, word_map
 from hf_tinyllm.insight.layers import attention_maps, logit_lens
 from hf_tinyllm.insight.learning import LearningProbe
+from hf_tinyllm.insight.microscope import optimizer_step_microscope, step_settings
 from hf_tinyllm.insight.next_token import next_token_distribution, rank_guess
 from hf_tinyllm.insight.timeline import load_timeline, word_map_timeline
 from hf_tinyllm.insight.truth import compare_along, compare_next_word
@@ -58,8 +59,8 @@ def test_every_endpoint_answers_with_the_insight_numbers(client, model_with_reco
     _, model, tokenizer = model_with_records
     endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert endpoints == {"/new_round", "/guess", "/distribution", "/next_word", "/layers", "/word_map", "/analogy",
-                         "/neighbours", "/learning", "/generate", "/at_step", "/truth", "/truth_along", "/train_start", "/train_pause",
-                         "/train_resume", "/train_stop", "/train_poll"}  # fmt: skip
+                         "/neighbours", "/learning", "/generate", "/at_step", "/truth", "/truth_along", "/microscope",
+                         "/train_start", "/train_pause", "/train_resume", "/train_stop", "/train_poll"}  # fmt: skip
 
     update, status, prompt, _, _ = client.predict(PROMPT, api_name="/new_round")
     expected = next_token_distribution(model, tokenizer, PROMPT, k=6)
@@ -87,6 +88,17 @@ def test_every_endpoint_answers_with_the_insight_numbers(client, model_with_reco
     assert bars[0]["y"] == pytest.approx([r.model_surprise_bits for r in along], abs=1e-9)
     assert bars[2]["y"] == pytest.approx([r.entropy_bits for r in along], abs=1e-12)
     assert f"the gap to the truth (KL, summed) is **{sum(r.gap_bits for r in along):.3f} bits**" in status
+
+    batch, heldout = "two plus three equals five.\nthe king fed his dog.", "the queen fed her cat."
+    *figures, rows, status, numbers = client.predict(batch, heldout, "fresh", 0, api_name="/microscope")
+    step = optimizer_step_microscope(model, tokenizer, batch.splitlines(), heldout,
+                                     settings=step_settings(None, "fresh"))  # fmt: skip
+    assert numbers["batch_loss_after"] == pytest.approx(step.batch_loss_after, rel=1e-5) < step.batch_loss_before
+    assert [row[0] for row in rows["data"]] == [token for _, token, _ in step.rows_moved[: len(rows["data"])]]
+    assert json.loads(figures[0]["plot"])["data"][1]["x"] == pytest.approx(
+        [t.loss_after for t in [*step.batch, step.heldout]], rel=1e-5
+    )
+    assert f"{step.rows_changed} of {step.vocab_size} embedding rows moved" in status and all(figures)
 
     word = expected.model.tokens[1].strip()
     verdict, numbers = client.predict(PROMPT, word, api_name="/guess")  # the score is session state, not an input
