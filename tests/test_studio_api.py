@@ -60,7 +60,8 @@ def test_every_endpoint_answers_with_the_insight_numbers(client, model_with_reco
     endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert endpoints == {"/new_round", "/guess", "/distribution", "/next_word", "/layers", "/word_map", "/analogy",
                          "/neighbours", "/learning", "/generate", "/at_step", "/truth", "/truth_along", "/microscope",
-                         "/train_start", "/train_pause", "/train_resume", "/train_stop", "/train_poll"}  # fmt: skip
+                         "/context", "/train_start", "/train_pause", "/train_resume", "/train_stop",
+                         "/train_poll"}  # fmt: skip
 
     update, status, prompt, _, _ = client.predict(PROMPT, api_name="/new_round")
     expected = next_token_distribution(model, tokenizer, PROMPT, k=6)

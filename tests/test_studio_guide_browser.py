@@ -20,6 +20,7 @@ from test_studio_browser import CHROMIUM, VIEWPORT, WAIT_MS, WATCH_PROBLEMS, chr
 from test_studio_timeline_browser import plotted
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from hf_tinyllm.insight.context import STUDY_NAMES, context_separation, interpretation
 from hf_tinyllm.insight.microscope import optimizer_step_microscope, step_settings
 from hf_tinyllm.insight.truth import TinyWorldTruth, compare_along, world_of
 
@@ -110,3 +111,19 @@ def test_a_guide_button_without_an_action_only_opens_its_view(page):
     follow(page, "guide-7-0", "learning")
     follow(page, "guide-6-0", "layers")  # step 6 runs the logit lens
     expect(page.locator("#layers-status")).to_contain_text("the final answer")
+
+
+def test_context_moves_the_vector(page, model, tmp_path):
+    follow(page, "guide-6-1", "layers")  # step 6's second button compares the contexts of the default study
+    result = context_separation(*model, STUDY_NAMES[0])
+    status = page.locator("#context-status")
+    expect(status).to_contain_text(interpretation(result))
+    table = page.locator("#context-table")
+    for row, (name, accuracy) in enumerate(zip(result.layer_names, result.accuracy, strict=True)):
+        expect(table.locator(f"[data-testid=cell-{row}-0]")).to_have_text(name)
+        expect(table.locator(f"[data-testid=cell-{row}-1]")).to_have_text(f"{100 * accuracy:.1f}%")
+    panels = plotted(page, "context-plot")
+    assert len(panels) == 2 * len(result.layer_names)  # two contexts per layer
+    last = [xy[0] for xy, label in zip(result.points[-1], result.labels, strict=True) if label == 0]
+    assert panels[-2]["x"] == pytest.approx(last, abs=1e-6)
+    screenshot(page, tmp_path, "context", page.locator("#context-table"))

@@ -14,6 +14,7 @@ import gradio as gr
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..explain.microscope import DEFAULT_HELDOUT
+from .context_view import STUDY_NAMES, context_view
 from .guide import build_guide, load_guide, wire_guide
 from .handlers import ALONG_TEXT, PROMPTS, Studio
 from .live_training import SIZES, recipe_mix
@@ -172,6 +173,28 @@ def build_app(
                 lens_button.click(studio.layers, lens_inputs, lens_outputs, api_name="layers")
                 for control in (layer, head):
                     control.release(studio.layers, lens_inputs, lens_outputs, api_name=False)
+                gr.Markdown("### Context moves the vector\nThe same token enters every text as the same embedding; "
+                            "each layer moves it by its context. Can a layer's hidden state tell the contexts "
+                            "apart? (Held-out accuracy of the nearer context mean; chance is 50%, and its 95th "
+                            "percentile under shuffled contexts is shown.)")  # fmt: skip
+                with gr.Row():
+                    context_study = gr.Radio(list(STUDY_NAMES), value=STUDY_NAMES[0], label="study",
+                                             elem_id="context-study")  # fmt: skip
+                    context_button = gr.Button("Compare the contexts", elem_id="context-run")
+                context_status = gr.Markdown(elem_id="context-status")
+                context_plot = gr.Plot(label="one panel per layer", elem_id="context-plot")
+                context_table = gr.Dataframe(headers=["layer", "held-out accuracy", "chance (95%)",
+                                                      "cosine distance of the means", "between / within"],
+                                             label="separation per layer", elem_id="context-table")  # fmt: skip
+                with gr.Accordion("numbers", open=False):
+                    context_numbers = gr.JSON()
+                context_outputs = [context_plot, context_table, context_status, context_numbers]
+                context_inputs = [context_study, step]
+
+                def compare_contexts(study: str, at: float | None = None):
+                    return context_view(studio, study, at)
+
+                context_button.click(compare_contexts, context_inputs, context_outputs, api_name="context")
 
             with gr.Tab("Geometry", id="geometry"):
                 geometry_status = gr.Markdown(elem_id="geometry-status")
@@ -276,6 +299,7 @@ def build_app(
             "along": (studio.truth_along, [along_text, step], along_outputs),
             "layers": (studio.layers, lens_inputs, lens_outputs),
             "step": (microscope.run, step_inputs, step_outputs),
+            "context": (compare_contexts, context_inputs, context_outputs),
         })  # fmt: skip
 
         playing = play_button.click(play, [step, *view_inputs], [step, *view_outputs], api_name=False)
