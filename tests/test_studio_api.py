@@ -60,8 +60,8 @@ def test_every_endpoint_answers_with_the_insight_numbers(client, model_with_reco
     endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert endpoints == {"/new_round", "/guess", "/distribution", "/next_word", "/layers", "/word_map", "/analogy",
                          "/neighbours", "/learning", "/generate", "/at_step", "/truth", "/truth_along", "/microscope",
-                         "/context", "/train_start", "/train_pause", "/train_resume", "/train_stop",
-                         "/train_poll"}  # fmt: skip
+                         "/context", "/steer", "/flip_rates", "/train_start", "/train_pause", "/train_resume",
+                         "/train_stop", "/train_poll"}  # fmt: skip
 
     update, status, prompt, _, _ = client.predict(PROMPT, api_name="/new_round")
     expected = next_token_distribution(model, tokenizer, PROMPT, k=6)
@@ -94,7 +94,8 @@ def test_every_endpoint_answers_with_the_insight_numbers(client, model_with_reco
     *figures, rows, status, numbers = client.predict(batch, heldout, "fresh", 0, api_name="/microscope")
     step = optimizer_step_microscope(model, tokenizer, batch.splitlines(), heldout,
                                      settings=step_settings(None, "fresh"))  # fmt: skip
-    assert numbers["batch_loss_after"] == pytest.approx(step.batch_loss_after, rel=1e-5) < step.batch_loss_before
+    assert numbers["batch_loss_after"] == pytest.approx(step.batch_loss_after, rel=1e-5)
+    assert step.batch_loss_after < step.batch_loss_before
     assert [row[0] for row in rows["data"]] == [token for _, token, _ in step.rows_moved[: len(rows["data"])]]
     assert json.loads(figures[0]["plot"])["data"][1]["x"] == pytest.approx(
         [t.loss_after for t in [*step.batch, step.heldout]], rel=1e-5

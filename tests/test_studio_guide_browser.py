@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_tinyllm.insight.context import STUDY_NAMES, context_separation, interpretation
 from hf_tinyllm.insight.microscope import optimizer_step_microscope, step_settings
+from hf_tinyllm.insight.steering import DIFFERENCE_OF_MEANS, steer_prompt, steering_report
 from hf_tinyllm.insight.truth import TinyWorldTruth, compare_along, world_of
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` on PATH for Playwright to drive")
@@ -127,3 +128,28 @@ def test_context_moves_the_vector(page, model, tmp_path):
     last = [xy[0] for xy, label in zip(result.points[-1], result.labels, strict=True) if label == 0]
     assert panels[-2]["x"] == pytest.approx(last, abs=1e-6)
     screenshot(page, tmp_path, "context", page.locator("#context-table"))
+
+
+def test_steer_with_a_direction_and_the_honest_measure(page, model, tmp_path):
+    follow(page, "guide-5-1", "steer")  # step 5's second button steers the default prompt
+    prompt = page.input_value("#steer-prompt textarea")
+    layer = int(page.input_value("#steer-layer input[type=number]"))
+    steered = steer_prompt(*model, prompt, DIFFERENCE_OF_MEANS, layer, 1.0, k=6)
+    status = page.locator("#steer-status")
+    expect(status).to_contain_text(f"p(he) {steered.words_before[0]:.3f} -> {steered.words_after[0]:.3f}")
+    expect(status).to_contain_text(f"p(she) {steered.words_before[1]:.3f} -> {steered.words_after[1]:.3f}")
+    bars = plotted(page, "steer-plot")
+    tokens = list(dict.fromkeys([t for t, _ in steered.top_before + steered.top_after]))
+    assert bars[1]["y"] == [repr(t) for t in tokens]
+    assert bars[1]["x"] == pytest.approx([100 * dict(steered.top_after).get(t, 0.0) for t in tokens], abs=1e-4)
+    page.click("#steer-flips-run")
+    report = steering_report(*model, alphas=(1.0,), num_random=5)
+    table = page.locator("#steer-flips-table")
+    expect(table.locator("[role=grid]")).to_have_attribute("aria-rowcount", str(len(report.layers) + 1))
+    for column, kind in enumerate(report.kinds, start=2):
+        for row in range(len(report.layers)):
+            rate = report.flip_rates[kind][0][row]
+            text = "n/a" if rate != rate else f"{100 * rate:.0f}% ({report.flips[kind][0][row]}/{report.trials[kind]})"
+            expect(table.locator(f"[data-testid=cell-{row}-{column}]")).to_have_text(text)
+    expect(page.locator("#steer-flips-status")).to_contain_text("Embedding offset E(queen) - E(king): flips")
+    screenshot(page, tmp_path, "steer", table)

@@ -19,6 +19,7 @@ from .guide import build_guide, load_guide, wire_guide
 from .handlers import ALONG_TEXT, PROMPTS, Studio
 from .live_training import SIZES, recipe_mix
 from .microscope_tab import SETTINGS, MicroscopeTab, default_batch
+from .steer_tab import DEFAULT_PROMPT, DIRECTION_KINDS, POSITIONS, SteerTab
 from .train_tab import FAMILY_CONTROLS, STATES, TrainTab
 
 TITLE = "TinyLLM studio"
@@ -47,7 +48,7 @@ def build_app(
             pause_button = gr.Button("Pause", scale=1, elem_id="timeline-pause")
         timeline_status = gr.Markdown(studio.timeline_status(steps[-1] if steps else None),
                                       elem_id="timeline-status")  # fmt: skip
-        views = {"guide", "be", "step", "layers", "geometry", "learning", "generate"}
+        views = {"guide", "be", "step", "geometry", "steer", "layers", "learning", "generate"}
         views |= {"train"} if train_dir is not None else set()
         with gr.Tabs(selected="guide") as tabs:
             with gr.Tab("Guide", id="guide"):
@@ -225,6 +226,47 @@ def build_app(
                 neighbours_button.click(studio.neighbours, [clicked, step], neighbours_outputs, api_name="neighbours")
                 clicked.select(studio.neighbours, [clicked, step], neighbours_outputs, api_name=False)
 
+            with gr.Tab("Steer", id="steer"):
+                steerer = SteerTab(studio)
+                gr.Markdown("Add alpha times a direction to the hidden state (the residual stream) after layer L, "
+                            "at every position, and watch the next word. Does the geometry's king -> queen arrow "
+                            "turn 'he' into 'she'? Or the difference between the mean hidden states of female and "
+                            "male stories (activation addition)? Any nudge raises a tiny probability, so the honest "
+                            "measure is below: how often 'she' overtakes 'he', against random directions.")  # fmt: skip
+                with gr.Row():
+                    steer_prompt_box = gr.Textbox(label="Prompt", value=DEFAULT_PROMPT, scale=2,
+                                                  elem_id="steer-prompt")  # fmt: skip
+                    steer_kind = gr.Radio(list(DIRECTION_KINDS), value=DIRECTION_KINDS[2], label="direction",
+                                          scale=3, elem_id="steer-kind")  # fmt: skip
+                with gr.Row():
+                    steer_layer = gr.Slider(0, num_layers, value=min(3, num_layers), step=1, elem_id="steer-layer",
+                                            label="layer L (steered after L decoder layers)")  # fmt: skip
+                    steer_alpha = gr.Slider(-4, 4, value=1, step=0.25, label="alpha", elem_id="steer-alpha")
+                    steer_positions = gr.Radio(list(POSITIONS), value=POSITIONS[0], label="positions",
+                                               elem_id="steer-positions")  # fmt: skip
+                    steer_button = gr.Button("Steer", variant="primary", elem_id="steer-run")
+                steer_status = gr.Markdown(elem_id="steer-status")
+                steer_plot = gr.Plot(label="before and after", elem_id="steer-plot")
+                gr.Markdown("### Does it really steer? The flip rate on held-out prompts")
+                flip_button = gr.Button("Measure the flip rates at every layer (alpha and positions above)",
+                                        elem_id="steer-flips-run")  # fmt: skip
+                flip_status = gr.Markdown(elem_id="steer-flips-status")
+                flip_plot = gr.Plot(label="flip rate per layer", elem_id="steer-flips")
+                flip_table = gr.Dataframe(headers=["layer", "norm", *DIRECTION_KINDS], label="flips / trials",
+                                          elem_id="steer-flips-table")  # fmt: skip
+                with gr.Accordion("numbers", open=False):
+                    steer_numbers = gr.JSON(label="one prompt")
+                    flip_numbers = gr.JSON(label="flip rates")
+                steer_inputs = [steer_prompt_box, steer_kind, steer_layer, steer_alpha, steer_positions, step]
+                steer_outputs = [steer_plot, steer_status, steer_numbers]
+                steer_button.click(steerer.steer, steer_inputs, steer_outputs, api_name="steer")
+                for control in (steer_layer, steer_alpha):
+                    control.release(steerer.steer, steer_inputs, steer_outputs, api_name=False)
+                steer_kind.input(steerer.steer, steer_inputs, steer_outputs, api_name=False)
+                flip_inputs = [steer_alpha, steer_positions, step]
+                flip_outputs = [flip_plot, flip_table, flip_status, flip_numbers]
+                flip_button.click(steerer.flip_rates, flip_inputs, flip_outputs, api_name="flip_rates")
+
             with gr.Tab("How it learned", id="learning"):
                 learning_status = gr.Markdown(elem_id="learning-status")
                 with gr.Row():
@@ -300,6 +342,8 @@ def build_app(
             "layers": (studio.layers, lens_inputs, lens_outputs),
             "step": (microscope.run, step_inputs, step_outputs),
             "context": (compare_contexts, context_inputs, context_outputs),
+            "steer": (steerer.steer, steer_inputs, steer_outputs),
+            "flip_rates": (steerer.flip_rates, flip_inputs, flip_outputs),
         })  # fmt: skip
 
         playing = play_button.click(play, [step, *view_inputs], [step, *view_outputs], api_name=False)
