@@ -109,15 +109,16 @@ def wait_idle(page) -> None:
     )
 
 
-def screenshot(page, tmp_path: Path, tab: str, bottom) -> Path:
-    """The page from its top to the bottom of the locator `bottom`, as tmp_path/studio_<tab>.png (and in
-    $TINYLLM_SCREENSHOTS when set)."""
+def screenshot(page, tmp_path: Path, tab: str, bottom, top=None) -> Path:
+    """The page from its top (or from the top of the locator `top`) to the bottom of the locator `bottom`, at most
+    MAX_SHOT_HEIGHT, as tmp_path/studio_<tab>.png (and in $TINYLLM_SCREENSHOTS when set)."""
     wait_idle(page)
     page.evaluate("window.scrollTo(0, 0)")
     box = bottom.bounding_box()
-    height = min(box["y"] + box["height"] + 16, MAX_SHOT_HEIGHT)
+    start = max(top.bounding_box()["y"] - 8, 0) if top is not None else 0
+    height = min(box["y"] + box["height"] + 16 - start, MAX_SHOT_HEIGHT)
     path = tmp_path / f"studio_{tab}.png"
-    page.screenshot(path=path, full_page=True, clip={"x": 0, "y": 0, "width": VIEWPORT["width"], "height": height})
+    page.screenshot(path=path, full_page=True, clip={"x": 0, "y": start, "width": VIEWPORT["width"], "height": height})
     data = path.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
     if folder := os.environ.get("TINYLLM_SCREENSHOTS"):

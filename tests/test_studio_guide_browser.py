@@ -84,7 +84,7 @@ def test_loss_as_surprise_word_by_word(page, model, model_dir, tmp_path):
     assert bars[0]["y"] == pytest.approx([r.model_surprise_bits for r in along], rel=1e-6)
     assert bars[2]["y"] == pytest.approx([r.entropy_bits for r in along], abs=1e-9)
     expect(page.locator("#be-along-status")).to_contain_text(f"{sum(r.gap_bits for r in along):.3f} bits")
-    screenshot(page, tmp_path, "along", page.locator("#be-along"))
+    screenshot(page, tmp_path, "along", page.locator("#be-along-status"), top=page.locator("#be-along-text"))
 
 
 def test_one_step_under_the_microscope(page, model, model_dir, tmp_path):
@@ -105,7 +105,7 @@ def test_one_step_under_the_microscope(page, model, model_dir, tmp_path):
     page.click("#step-run")
     single = optimizer_step_microscope(*model, ["the king fed his dog."], heldout, settings=step_settings(model_dir))
     expect(status).to_contain_text(f"on 1 text(s), {single.num_tokens} tokens")
-    screenshot(page, tmp_path, "step", page.locator("#step-arrows"))
+    screenshot(page, tmp_path, "step", page.locator("#step-arrows"), top=page.locator("#step-status"))
 
 
 def test_a_guide_button_without_an_action_only_opens_its_view(page):
@@ -127,7 +127,7 @@ def test_context_moves_the_vector(page, model, tmp_path):
     assert len(panels) == 2 * len(result.layer_names)  # two contexts per layer
     last = [xy[0] for xy, label in zip(result.points[-1], result.labels, strict=True) if label == 0]
     assert panels[-2]["x"] == pytest.approx(last, abs=1e-6)
-    screenshot(page, tmp_path, "context", page.locator("#context-table"))
+    screenshot(page, tmp_path, "context", page.locator("#context-table"), top=page.locator("#context-study"))
 
 
 def test_steer_with_a_direction_and_the_honest_measure(page, model, tmp_path):
@@ -152,4 +152,4 @@ def test_steer_with_a_direction_and_the_honest_measure(page, model, tmp_path):
             text = "n/a" if rate != rate else f"{100 * rate:.0f}% ({report.flips[kind][0][row]}/{report.trials[kind]})"
             expect(table.locator(f"[data-testid=cell-{row}-{column}]")).to_have_text(text)
     expect(page.locator("#steer-flips-status")).to_contain_text("Embedding offset E(queen) - E(king): flips")
-    screenshot(page, tmp_path, "steer", table)
+    screenshot(page, tmp_path, "steer", table, top=page.locator("#steer-status"))
