@@ -27,6 +27,11 @@ TOPICS = {
     "gradients": "each stage's share of the gradient, and which embedding rows a batch and AdamW update",
     "batching": "the same tiny model trained at several batch sizes with equal tokens",
     "timeline": "how the embedding moved in training: parallelism per step, the word map as an animation",
+    "microscope": "one optimizer step on a copy: distributions before and after, the rows that moved, the blame",
+    "steer": "add a direction to the residual stream: flip rates of embedding offsets, difference of means, random",
+    "context": "the same word in different contexts: how far apart its hidden states are, layer by layer",
+    "capacity": "widths trained for equal time: loss above the floor, held-out arithmetic, parallelism",
+    "memorise": "one model trained on growing slices of the data: memorising against generalising",
 }
 
 

@@ -7,34 +7,33 @@ each step is worth (McCandlish et al. 2018, "An Empirical Model of Large-Batch T
 size, doubling the batch halves the steps at about the same tokens; above it, extra tokens per step are wasted).
 
 Every run reads the blocks in one seeded order (epochs of a seeded permutation), grouped into batches of its own
-size, so the runs differ only in how the stream is batched and in the learning rate the scaling rule gives them.
+size, so the runs differ only in how the stream is batched and in the learning rate the scaling rule gives them. The
+data, the order, the optimizer and the step are `small_runs`', shared with the other training studies.
 """
 
 import copy
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-from transformers import (
-    AutoModelForCausalLM,
-    PreTrainedConfig,
-    PreTrainedTokenizerBase,
-    get_constant_schedule_with_warmup,
-)
+from transformers import AutoModelForCausalLM, PreTrainedConfig, get_constant_schedule_with_warmup
 
-from ..training.arguments import OptimArguments
-from ..training.optim import build_optimizers
 from .figures import pyplot, save_figure
 from .model_parts import InsightError
+from .small_runs import (
+    WARMUP_FRACTION,
+    TinyWorldBlocks,
+    block_order,
+    new_optimizer,
+    tinyworld_blocks,
+    train_step,
+    validation_loss,
+)
 
 LR_SCALINGS = ("sqrt", "none", "linear")
-WARMUP_FRACTION = 0.05  # of each run's steps, i.e. the same share of the token budget for every batch size
-EVAL_BATCH_ROWS = 64
-OPTIM_DEFAULTS = OptimArguments()  # the training script's AdamW: betas, weight decay groups, clipping
 
 
 @dataclass
@@ -62,14 +61,6 @@ class BatchingResult:
     warmup_steps_fraction: float
     num_parameters: int
     seed: int
-
-
-@dataclass
-class TinyWorldBlocks:
-    train: torch.Tensor  # (N, T) token ids
-    train_positions: torch.Tensor  # (N, T) positions restarting at each document's bos
-    validation: torch.Tensor  # (M, T)
-    validation_positions: torch.Tensor  # (M, T)
 
 
 def scaled_learning_rate(learning_rate: float, batch_size: int, smallest: int, lr_scaling: str) -> float:
@@ -163,26 +154,6 @@ def _check_inputs(
     return batch_sizes
 
 
-def _block_order(num_blocks: int, needed: int, seed: int, device: torch.device) -> torch.Tensor:
-    """(needed,) block indices: epochs of a seeded permutation, the same for every run."""
-    generator = torch.Generator().manual_seed(seed)
-    epochs = [torch.randperm(num_blocks, generator=generator) for _ in range(-(-needed // num_blocks))]
-    return torch.cat(epochs)[:needed].to(device)
-
-
-@torch.no_grad()
-def _validation_loss(model, blocks: torch.Tensor, positions: torch.Tensor | None) -> float:
-    """Mean next-token loss over all (M, T) blocks (every block has T - 1 labels, so rows weigh equally)."""
-    model.eval()
-    total = 0.0
-    for start in range(0, len(blocks), EVAL_BATCH_ROWS):
-        ids = blocks[start : start + EVAL_BATCH_ROWS]
-        pos = None if positions is None else positions[start : start + EVAL_BATCH_ROWS]
-        total += model(input_ids=ids, position_ids=pos, labels=ids, use_cache=False).loss.item() * len(ids)
-    model.train()
-    return total / len(blocks)
-
-
 def _train_run(
     initial,
     batch_size: int,
@@ -200,26 +171,21 @@ def _train_run(
     tokens_per_step = batch_size * block_size
     steps = total_tokens // tokens_per_step
     model = copy.deepcopy(initial).to(train_blocks.device).train()
-    (optimizer,) = build_optimizers(model, replace(OPTIM_DEFAULTS, learning_rate=learning_rate))
+    optimizer = new_optimizer(model, learning_rate)
+    # warmup over the same share of the steps, i.e. of the token budget, for every batch size
     scheduler = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=round(WARMUP_FRACTION * steps))
-    order = _block_order(len(train_blocks), steps * batch_size, seed, train_blocks.device)
+    order = block_order(len(train_blocks), steps * batch_size, seed, train_blocks.device)
     eval_steps = [t // tokens_per_step for t in eval_tokens]
     validation_losses, train_losses = [], []
     if 0 in eval_steps:
-        validation_losses.append(_validation_loss(model, validation_blocks, validation_positions))
+        validation_losses.append(validation_loss(model, validation_blocks, validation_positions))
     for step in range(1, steps + 1):
         rows = order[(step - 1) * batch_size : step * batch_size]
-        ids = train_blocks[rows]
         pos = None if train_positions is None else train_positions[rows]
-        loss = model(input_ids=ids, position_ids=pos, labels=ids, use_cache=False).loss
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), OPTIM_DEFAULTS.max_grad_norm)
-        optimizer.step()
+        train_losses.append(train_step(model, optimizer, train_blocks[rows], pos))
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        train_losses.append(loss.item())
         if step in eval_steps:
-            validation_losses.append(_validation_loss(model, validation_blocks, validation_positions))
+            validation_losses.append(validation_loss(model, validation_blocks, validation_positions))
     late = np.asarray(train_losses[len(train_losses) // 2 :])
     noise = float(np.diff(late).std()) if len(late) >= 3 else float("nan")
     return BatchRun(
@@ -235,37 +201,6 @@ def _train_run(
         train_loss_noise=noise,
         seconds=time.perf_counter() - start_time,
     )
-
-
-def tinyworld_blocks(
-    tokenizer: PreTrainedTokenizerBase, block_size: int = 64, num_documents: int = 10_000, seed: int = 0
-) -> TinyWorldBlocks:
-    """TinyWorld (`num_documents` training documents, a tenth as many for validation, at least 50) tokenised and
-    packed with the library's pipeline into (N, T) / (M, T) blocks with document position ids."""
-    import datasets
-
-    from ..data.packing import pack_dataset, tokenize_dataset
-    from ..data.tinyworld import TinyWorldConfig, tinyworld_dataset
-
-    if num_documents < 1:
-        raise InsightError(f"num_documents={num_documents} must be positive, e.g. 10000.")
-    world = tinyworld_dataset(TinyWorldConfig(seed=seed, num_train_documents=num_documents,
-                                              num_validation_documents=max(50, num_documents // 10)))  # fmt: skip
-    bars_were_on = not datasets.are_progress_bars_disabled()
-    datasets.disable_progress_bars()
-    try:
-        packed = {}
-        for split in ("train", "validation"):
-            try:
-                blocks = pack_dataset(tokenize_dataset(world[split], tokenizer), block_size, document_positions=True,
-                                      bos_token_id=tokenizer.bos_token_id)  # fmt: skip
-            except ValueError as err:
-                raise InsightError(f"TinyWorld {split} split: {err}") from err
-            packed[split] = (torch.tensor(blocks["input_ids"]), torch.tensor(blocks["position_ids"]))
-    finally:
-        if bars_were_on:
-            datasets.enable_progress_bars()
-    return TinyWorldBlocks(*packed["train"], *packed["validation"])
 
 
 def plot_batching(result: BatchingResult, path: str | Path) -> Path:
