@@ -18,11 +18,13 @@ transformers model), and leaves the model's weights and train/eval mode as it fo
 `tinyllm explain TOPIC MODEL` prints each as a report and writes its PNGs.
 """
 
+from .capacity import capacity_sweep, plot_capacity
 from .context import context_separation, plot_context_separation
 from .geometry import analogy, nearest_neighbours, parallelism_score, plot_word_map, word_map
 from .gradients import embedding_sparsity, gradient_blame, plot_blame
 from .layers import attention_maps, logit_lens, plot_attention, plot_logit_lens
 from .learning import LearningProbe, plot_learning_curves
+from .memorisation import memorisation_sweep, plot_memorisation
 from .microscope import optimizer_step_microscope, plot_word_arrows
 from .model_parts import InsightError
 from .next_token import next_token_distribution, plot_surprise, rank_guess, text_surprise
@@ -36,22 +38,26 @@ __all__ = [
     "TruthProbe",
     "analogy",
     "attention_maps",
+    "capacity_sweep",
     "compare_along",
     "compare_next_word",
     "context_separation",
     "embedding_sparsity",
     "gradient_blame",
     "logit_lens",
+    "memorisation_sweep",
     "nearest_neighbours",
     "next_token_distribution",
     "optimizer_step_microscope",
     "parallelism_score",
     "plot_attention",
     "plot_blame",
+    "plot_capacity",
     "plot_context_separation",
     "plot_flip_rates",
     "plot_learning_curves",
     "plot_logit_lens",
+    "plot_memorisation",
     "plot_surprise",
     "plot_word_arrows",
     "plot_word_map",
