@@ -18,6 +18,7 @@ from hf_tinyllm.insight.truth import (
     TinyWorldTruth,
     TruthProbe,
     compare_next_word,
+    families_in_turn,
     family_floors,
     gap_bits,
     world_of,
@@ -120,12 +121,13 @@ def test_explain_next_puts_the_truth_beside_the_model(trained_tiny_dir, tmp_path
 
 def test_the_loop_probes_the_gap_to_the_truth_per_family_and_kind(timeline_run_dir):
     """The run's probe rows hold the gap per family and per kind of word; at the last step it is what TruthProbe
-    measures on that step's snapshot, on the run's first 4 validation documents."""
+    measures on that step's snapshot, on 4 of the run's validation documents, one per family."""
     rows = [json.loads(line) for line in (timeline_run_dir / "model" / TRAINING_LOG_FILE).read_text().splitlines()]
     probes = [row for row in rows if "probe/gap_bits" in row]
     assert [row["step"] for row in probes] == [0, 2, 4, 6]
     world = TinyWorld(TinyWorldConfig(num_train_documents=600, num_validation_documents=100))
-    documents = [{"text": d.text, "family": d.family} for d in world.documents("validation")[:4]]
+    documents = families_in_turn([{"text": d.text, "family": d.family} for d in world.documents("validation")], 4)
+    assert sorted(d["family"] for d in documents) == sorted(FAMILIES)  # every family has its curve
     probe = TruthProbe(TinyWorldTruth(world), documents)
     model = load_timeline(timeline_run_dir / "model").model_at(6)
     measured = probe.measure(model, AutoTokenizer.from_pretrained(timeline_run_dir / "model"))

@@ -12,19 +12,18 @@ transformers model), and leaves the model's weights and train/eval mode as it fo
 - `microscope`: one AdamW step on a copy: what it changes in the distributions, the blame, the embedding rows
 - `steering`: a direction added to the residual stream after a layer, and the flip rate it earns against random ones
 - `context`: the same word's hidden state in two contexts, told apart (or not) layer by layer
-- `capacity`: several widths trained for equal time; `memorisation`: one model on growing slices of the data
+- `capacity`: several widths trained for equal time; `memorisation`: one model on growing slices of the data (both
+  train with the training package's optimizer, so import them as submodules: `hf_tinyllm.insight.capacity`)
 - `timeline`: the snapshots a run keeps, and the model as it was at any of them
 
 `tinyllm explain TOPIC MODEL` prints each as a report and writes its PNGs.
 """
 
-from .capacity import capacity_sweep, plot_capacity
 from .context import context_separation, plot_context_separation
 from .geometry import analogy, nearest_neighbours, parallelism_score, plot_word_map, word_map
 from .gradients import embedding_sparsity, gradient_blame, plot_blame
 from .layers import attention_maps, logit_lens, plot_attention, plot_logit_lens
 from .learning import LearningProbe, plot_learning_curves
-from .memorisation import memorisation_sweep, plot_memorisation
 from .microscope import optimizer_step_microscope, plot_word_arrows
 from .model_parts import InsightError
 from .next_token import next_token_distribution, plot_surprise, rank_guess, text_surprise
@@ -38,26 +37,22 @@ __all__ = [
     "TruthProbe",
     "analogy",
     "attention_maps",
-    "capacity_sweep",
     "compare_along",
     "compare_next_word",
     "context_separation",
     "embedding_sparsity",
     "gradient_blame",
     "logit_lens",
-    "memorisation_sweep",
     "nearest_neighbours",
     "next_token_distribution",
     "optimizer_step_microscope",
     "parallelism_score",
     "plot_attention",
     "plot_blame",
-    "plot_capacity",
     "plot_context_separation",
     "plot_flip_rates",
     "plot_learning_curves",
     "plot_logit_lens",
-    "plot_memorisation",
     "plot_surprise",
     "plot_word_arrows",
     "plot_word_map",

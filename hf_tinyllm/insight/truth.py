@@ -292,6 +292,18 @@ def position_kind(family: str, words: list[str], index: int, entropy_bits: float
     return "choice" if entropy_bits > 1e-9 else "fixed"
 
 
+def families_in_turn(documents: list[dict], count: int) -> list[dict]:
+    """`count` of `documents` taking each family in turn (its first document, then its second, ...), in the order the
+    families first appear: a few documents still show every family's gap."""
+    by_family: dict[str, list[dict]] = {}
+    for document in documents:
+        by_family.setdefault(document["family"], []).append(document)
+    chosen: list[dict] = []
+    for rank in range(max((len(group) for group in by_family.values()), default=0)):
+        chosen += [group[rank] for group in by_family.values() if rank < len(group)]
+    return chosen[:count]
+
+
 class TruthProbe:
     """Per family and per kind of position, on a fixed set of TinyWorld documents: the exact floor (the true
     conditional entropy, bits per word) and how far a model is above it (the KL gap, bits per word). The truth is
@@ -391,6 +403,7 @@ __all__ = [
     "WordComparison",
     "compare_along",
     "compare_next_word",
+    "families_in_turn",
     "family_floors",
     "gap_bits",
     "position_kind",

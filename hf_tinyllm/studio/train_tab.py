@@ -33,7 +33,9 @@ class TrainTab:
         self.opened: Path | None = None  # the finished model last handed to the other tabs
 
     def start(self, owner: str, size: str, steps: float, *weights: float) -> str:
-        settings = LiveSettings(mix=dict(zip(FAMILY_CONTROLS, weights, strict=True)), size=size, steps=_whole(steps))
+        settings = LiveSettings(
+            mix=dict(zip(FAMILY_CONTROLS, weights, strict=True)), size=size, steps=_integer_if_whole(steps)
+        )
         try:
             progress = self.live.start(settings)
         except LiveTrainingError as err:
@@ -92,7 +94,8 @@ def status_line(progress: LiveProgress) -> str:
     return text
 
 
-def _whole(value: float) -> int | float:
+def _integer_if_whole(value: float) -> int | float:
+    """40.0 (what a Gradio number box sends) as 40; anything else as it came, for LiveSettings.validate to judge."""
     return int(value) if value is not None and float(value).is_integer() else value
 
 

@@ -268,9 +268,9 @@ class ProbeArguments:
     probe_documents: int = field(default=100, metadata={"help": "Validation documents per probe."})
     probe_truth_documents: int = field(
         default=4,
-        metadata={"help": "TinyWorld validation documents on which each probe measures, per family and per kind of "
-                  "word, the model's gap to the exact truth (insight.truth.TruthProbe; about 0.25 s a document "
-                  "for the nano model on 2 CPU cores); 0: off."},
+        metadata={"help": "TinyWorld validation documents (the families in turn) on which each probe measures, per "
+                  "family and per kind of word, the model's gap to the exact truth (insight.truth.TruthProbe; about "
+                  "0.25 s a document for the nano model on 2 CPU cores); 0: off."},
     )  # fmt: skip
     probe_batch_size: int = field(default=8, metadata={"help": "Training blocks in the probe's fixed batch."})
     probe_problems: int = field(

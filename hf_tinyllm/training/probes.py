@@ -13,7 +13,7 @@ from ..data.shards import TokenBlocks
 from ..data.tinyworld import TinyWorld
 from ..insight.learning import LearningProbe
 from ..insight.timeline import TimelineRecorder
-from ..insight.truth import TinyWorldTruth, TruthProbe
+from ..insight.truth import TinyWorldTruth, TruthProbe, families_in_turn
 from .arguments import ProbeArguments
 from .data import TrainingData
 from .streaming import PackedStream
@@ -41,11 +41,12 @@ def build_probe(data: TrainingData, args: ProbeArguments) -> LearningProbe | Non
 
 
 def _truth_probe(data: TrainingData, documents: int) -> TruthProbe | None:
-    """The gap to TinyWorld's exact truth on the first `documents` validation documents (TinyWorld only)."""
+    """The gap to TinyWorld's exact truth on `documents` validation documents, the families taken in turn so that
+    each has its own curve (TinyWorld only)."""
     if data.tinyworld is None or documents <= 0:
         return None
-    chosen = data.validation_documents.select(range(min(documents, len(data.validation_documents))))
-    return TruthProbe(TinyWorldTruth(TinyWorld(data.tinyworld)), list(chosen))
+    chosen = families_in_turn(list(data.validation_documents), documents)
+    return TruthProbe(TinyWorldTruth(TinyWorld(data.tinyworld)), chosen)
 
 
 def first_blocks(blocks: Dataset | TokenBlocks | PackedStream, count: int) -> torch.Tensor:
