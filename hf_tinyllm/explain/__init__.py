@@ -72,6 +72,18 @@ def to_jsonable(value):
     return value
 
 
+def distinct_positive_integers(text: str, flag: str, example: str) -> tuple[int, ...]:
+    """A command-line list like "4,16,64" as integers, each positive and none twice; `InsightError` names the flag
+    and gives `example` otherwise."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1 or len(set(values)) != len(values):
+        raise InsightError(f"{flag} {text!r} must be distinct positive integers separated by commas, e.g. {example}.")
+    return values
+
+
 def build_parser(topic: str) -> argparse.ArgumentParser:
     module = importlib.import_module(f".{topic}", __name__)
     parser = argparse.ArgumentParser(prog=f"tinyllm explain {topic}", description=TOPICS[topic])
@@ -95,4 +107,4 @@ def main(argv: list[str]) -> None:
     print(json.dumps(to_jsonable(data), indent=2) if args.json else report)
 
 
-__all__ = ["TOPICS", "build_parser", "load_model_and_tokenizer", "main", "to_jsonable"]
+__all__ = ["TOPICS", "build_parser", "distinct_positive_integers", "load_model_and_tokenizer", "main", "to_jsonable"]

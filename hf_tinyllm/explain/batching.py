@@ -11,6 +11,7 @@ from pathlib import Path
 from ..insight.batching import LR_SCALINGS, BatchingResult, batch_size_sweep, plot_batching, tinyworld_blocks
 from ..insight.model_parts import InsightError
 from ..presets import PRESETS
+from . import distinct_positive_integers
 
 DEMO_MODEL = Path("outputs/demo/model")
 PRESET_VOCAB_SIZE = 512
@@ -31,19 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _batch_sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        sizes = ()
-    if not sizes or min(sizes) < 1 or len(set(sizes)) != len(sizes):
-        raise InsightError(
-            f"--batch_sizes {text!r} must be distinct positive integers separated by commas, e.g. 4,16,64."
-        )
-    return sizes
-
-
-def _config_and_tokenizer(model: str):
+def config_and_tokenizer(model: str):
     """A model config and tokenizer: from a preset (with a TinyWorld tokenizer) or from a model folder."""
     from ..data.tinyworld import TinyWorldConfig, tinyworld_dataset
     from ..presets import preset_config
@@ -61,9 +50,9 @@ def _config_and_tokenizer(model: str):
 def run(args: argparse.Namespace) -> tuple[str, BatchingResult]:
     from ..data.packing import check_block_size
 
-    batch_sizes = _batch_sizes(args.batch_sizes)
+    batch_sizes = distinct_positive_integers(args.batch_sizes, "--batch_sizes", "4,16,64")
     model = args.model or (str(DEMO_MODEL) if DEMO_MODEL.exists() else "debug")
-    config, tokenizer, source = _config_and_tokenizer(model)
+    config, tokenizer, source = config_and_tokenizer(model)
     try:
         check_block_size(args.block_size, config)
     except ValueError as err:

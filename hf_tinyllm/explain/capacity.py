@@ -16,7 +16,8 @@ from ..insight.capacity import DEFAULT_WIDTHS, CapacityResult, capacity_sweep, p
 from ..insight.model_parts import InsightError
 from ..insight.small_runs import demo_family_weights, tinyworld_corpus
 from ..presets import PRESETS
-from .batching import DEMO_MODEL, _config_and_tokenizer
+from . import distinct_positive_integers
+from .batching import DEMO_MODEL, config_and_tokenizer
 
 DEFAULT_SECONDS = 40.0
 
@@ -39,24 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _widths(text: str) -> tuple[int, ...]:
-    try:
-        widths = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        widths = ()
-    if not widths or min(widths) < 1 or len(set(widths)) != len(widths):
-        raise InsightError(f"--widths {text!r} must be distinct positive integers separated by commas, e.g. "
-                           "32,64,128,256.")  # fmt: skip
-    return widths
-
-
 def run(args: argparse.Namespace) -> tuple[str, CapacityResult]:
     from ..data.packing import check_block_size
 
-    widths = _widths(args.widths)
+    widths = distinct_positive_integers(args.widths, "--widths", "32,64,128,256")
     seconds = DEFAULT_SECONDS if args.seconds is None and args.max_steps is None else args.seconds
     model = args.model or (str(DEMO_MODEL) if DEMO_MODEL.exists() else "debug")
-    config, tokenizer, source = _config_and_tokenizer(model)
+    config, tokenizer, source = config_and_tokenizer(model)
     try:
         check_block_size(args.block_size, config)
     except ValueError as err:

@@ -12,7 +12,8 @@ from ..insight.memorisation import DEFAULT_SLICES, MemorisationResult, memorisat
 from ..insight.model_parts import InsightError
 from ..insight.small_runs import demo_family_weights, tinyworld_corpus
 from ..presets import PRESETS
-from .batching import DEMO_MODEL, _config_and_tokenizer
+from . import distinct_positive_integers
+from .batching import DEMO_MODEL, config_and_tokenizer
 from .capacity import _machine
 
 
@@ -31,25 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _slices(text: str) -> tuple[int, ...]:
-    try:
-        slices = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        slices = ()
-    if not slices or min(slices) < 1 or len(set(slices)) != len(slices):
-        raise InsightError(f"--slices {text!r} must be distinct positive numbers of documents separated by commas, "
-                           "e.g. 50,200,1000,5000.")  # fmt: skip
-    return slices
-
-
 def run(args: argparse.Namespace) -> tuple[str, MemorisationResult]:
     from ..data.packing import check_block_size
 
-    slices = _slices(args.slices)
+    slices = distinct_positive_integers(args.slices, "--slices", "50,200,1000,5000")
     if args.eval_documents < 1:
         raise InsightError(f"--eval_documents {args.eval_documents} must be positive, e.g. 300.")
     model = args.model or (str(DEMO_MODEL) if DEMO_MODEL.exists() else "debug")
-    config, tokenizer, source = _config_and_tokenizer(model)
+    config, tokenizer, source = config_and_tokenizer(model)
     try:
         check_block_size(args.block_size, config)
     except ValueError as err:
