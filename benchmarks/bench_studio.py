@@ -41,6 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: machine
 from machine import cpu_name
 
 PROMPT = "two plus three equals"
+ALONG = "the king fed his dog. he walked to the palace with the queen."
+BATCH = "the capital of germany is berlin.\nthirteen minus eight equals five.\nevery cloud has a silver lining."
+HELDOUT = "the king worked in the fields kindly."
 INTERACTIONS = {
     "be the model: guess": ((PROMPT, "five"), "/guess"),
     "be the model: redraw (temperature)": ((PROMPT, 0.7, 0, 1.0), "/distribution"),
@@ -49,9 +52,15 @@ INTERACTIONS = {
     "geometry: analogy": (("king", "man", "woman"), "/analogy"),
     "geometry: neighbours": (("queen",), "/neighbours"),
     "generate 20 tokens (greedy)": (("the queen", 20, 1.0, 0, 1.0, False), "/generate"),
+    "truth: word by word": ((ALONG,), "/truth_along"),
+    "one step (microscope)": ((BATCH, HELDOUT, "run", 0), "/microscope"),
+    "steer one prompt": (("the king fed his dog.", "difference of means", 3, 1.0, "all"), "/steer"),
+    "steer: flip rates, every layer": ((1.0, "all"), "/flip_rates"),
+    "context: pronoun study": (("pronoun",), "/context"),
 }
 ON_LOAD = (((PROMPT,), "/new_round"), ((), "/word_map"), ((), "/learning"))
-VIEWS = (PROMPT, 1.0, 0, 1.0, PROMPT, -1, 1, 1, "king")  # what /at_step redraws: be, layers, the map's chosen word
+# What /at_step redraws: be, layers, the map's chosen word, the word-by-word text.
+VIEWS = (PROMPT, 1.0, 0, 1.0, PROMPT, -1, 1, 1, "king", ALONG)
 SLIDER = "timeline slider (one step)"
 
 
