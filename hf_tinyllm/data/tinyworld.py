@@ -179,9 +179,19 @@ def _arithmetic_sentence(op: str, a: int, b: int) -> str:
     return f"{_arithmetic_prompt(op, a, b)} {number_to_words(_apply(op, a, b))}."
 
 
-def _template_slots(template: str) -> tuple[str, ...]:
+def template_slots(template: str) -> tuple[str, ...]:
+    """The free slots of a royalty template (names of SLOTS), in order; the agreement fields are left out."""
     names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
     return tuple(name for name in names if name not in AGREEMENT_FIELDS)
+
+
+def agreement(noun: str, first: bool) -> dict[str, str]:
+    """The agreement fields of a royalty sentence about `noun`: its subject ("the king" in the document's first
+    sentence, the pronoun after), the possessive and the partner of the other gender."""
+    pair = next(pair for pair in NOUN_PAIRS if noun in pair)
+    gender = pair.index(noun)
+    pronoun, possessive = PRONOUNS[gender]
+    return {"subj": f"the {noun}" if first else pronoun, "poss": possessive, "partner": pair[1 - gender]}
 
 
 def _entropy(probs: Sequence[float]) -> float:
@@ -400,12 +410,6 @@ class TinyWorld:
     def _templates(self, noun: str) -> tuple[str, ...]:
         return SHARED_TEMPLATES + (ROYAL_TEMPLATES if noun in ROYAL_NOUNS else COMMONER_TEMPLATES)
 
-    def _agreement(self, noun: str, first: bool) -> dict[str, str]:
-        pair = next(pair for pair in NOUN_PAIRS if noun in pair)
-        gender = pair.index(noun)
-        pronoun, possessive = PRONOUNS[gender]
-        return {"subj": f"the {noun}" if first else pronoun, "poss": possessive, "partner": pair[1 - gender]}
-
     def states(self, family: str) -> tuple:
         """The per-document states of a family (royalty: its subject nouns, uniform); (None,) for the others."""
         return self.nouns if family == "royalty" else (None,)
@@ -416,8 +420,8 @@ class TinyWorld:
     def _sentence(self, chooser: Chooser, family: str, state: str | None, first: bool) -> str:
         if family == "royalty":
             template = chooser.choose(self._templates(state))
-            fills = {name: chooser.choose(self.slots[name]) for name in _template_slots(template)}
-            return template.format(**self._agreement(state, first), **fills)
+            fills = {name: chooser.choose(self.slots[name]) for name in template_slots(template)}
+            return template.format(**agreement(state, first), **fills)
         if family == "arithmetic":
             op = chooser.choose(self.config.operations)
             return _arithmetic_sentence(op, *chooser.choose(self.problems[op]))
@@ -473,8 +477,8 @@ class TinyWorld:
         if family == "royalty":
             entropies, lengths, counts = [], [], []
             for template in self._templates(state):
-                slots = [self.slots[name] for name in _template_slots(template)]
-                fixed = template.format(**self._agreement(state, first), **dict.fromkeys(_template_slots(template), ""))
+                slots = [self.slots[name] for name in template_slots(template)]
+                fixed = template.format(**agreement(state, first), **dict.fromkeys(template_slots(template), ""))
                 entropies.append(math.fsum(math.log2(len(options)) for options in slots))
                 lengths.append(len(fixed) + math.fsum(_mean([len(o) for o in options]) for options in slots))
                 counts.append(math.prod(len(options) for options in slots))

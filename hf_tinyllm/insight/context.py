@@ -43,7 +43,6 @@ sign fixed so that its largest coordinate is positive); `plot_context_separation
 import math
 import random
 import re
-import string
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +58,9 @@ from ..data.tinyworld import (
     SHARED_TEMPLATES,
     SLOTS,
     TinyWorld,
+    agreement,
     number_to_words,
+    template_slots,
 )
 from .figures import pyplot, save_figure
 from .layers import residual_streams
@@ -139,9 +140,8 @@ def custom_study(
     return ContextStudy("custom", word, f"{word!r} in {names[0]} against {names[1]} (your texts)", contexts)
 
 
-def _fill(template: str, rng: random.Random, agreement: dict[str, str]) -> str:
-    slots = [name for _, name, _, _ in string.Formatter().parse(template) if name and name not in agreement]
-    return template.format(**agreement, **{name: rng.choice(SLOTS[name]) for name in slots})
+def _fill(template: str, rng: random.Random, fields: dict[str, str]) -> str:
+    return template.format(**fields, **{name: rng.choice(SLOTS[name]) for name in template_slots(template)})
 
 
 def _pronoun_study(per_context: int) -> ContextStudy:
@@ -162,10 +162,8 @@ def _pronoun_study(per_context: int) -> ContextStudy:
             if len(texts) == per_context:
                 break
             noun = nouns[len(texts) % len(nouns)]
-            partner = next(pair[1] for pair in NOUN_PAIRS if pair[0] == noun)
-            agreement = {"poss": PRONOUNS[0][1], "partner": partner}
-            first = _fill(rng.choice(templates), rng, {"subj": f"the {noun}", **agreement})
-            second = _fill(rng.choice(SHARED_TEMPLATES + templates), rng, {"subj": word, **agreement})
+            first = _fill(rng.choice(templates), rng, agreement(noun, first=True))
+            second = _fill(rng.choice(SHARED_TEMPLATES + templates), rng, agreement(noun, first=False))
             text = f"{first} {second}"
             if all(text != seen for seen, _ in texts):
                 texts.append((text, len(first) + 1))

@@ -37,7 +37,6 @@ on.
 
 import math
 import random
-import string
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,6 +53,8 @@ from ..data.tinyworld import (
     ROYAL_TEMPLATES,
     SHARED_TEMPLATES,
     SLOTS,
+    agreement,
+    template_slots,
 )
 from .figures import pyplot, save_figure
 from .geometry import GENDER_PAIRS, word_vector
@@ -139,14 +140,6 @@ class SteeringResult:
 # -- prompts ---------------------------------------------------------------------------------------------------------
 
 
-def _render(template: str, pair: tuple[str, str], gender: int, fills: dict[str, str]) -> str:
-    return template.format(subj=f"the {pair[gender]}", poss=PRONOUNS[gender][1], partner=pair[1 - gender], **fills)
-
-
-def _slot_names(template: str) -> list[str]:
-    return [name for _, name, _, _ in string.Formatter().parse(template) if name in SLOTS]
-
-
 def steering_prompts(num_prompts: int = NUM_PROMPTS, seed: int = 0) -> SteeringPrompts:
     """`num_prompts` distinct (male, female) first sentences of TinyWorld royalty documents, e.g. ("the king fed his
     dog.", "the queen fed her dog."): the noun pairs and their templates (shared, plus royal or commoner) in turn,
@@ -161,8 +154,8 @@ def steering_prompts(num_prompts: int = NUM_PROMPTS, seed: int = 0) -> SteeringP
         if len(pairs) == num_prompts:
             break
         pair, template = combos[attempt % len(combos)]
-        fills = {name: rng.choice(SLOTS[name]) for name in _slot_names(template)}
-        rendered = (_render(template, pair, 0, fills), _render(template, pair, 1, fills))
+        fills = {name: rng.choice(SLOTS[name]) for name in template_slots(template)}
+        rendered = tuple(template.format(**agreement(noun, first=True), **fills) for noun in pair)
         if rendered not in pairs:
             pairs.append(rendered)
     if len(pairs) < num_prompts:
