@@ -269,6 +269,16 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for a module that trains tiny models (faster than two on a shared CPU, and the results
+    do not depend on it); restored afterwards. Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> str:
     """A 300-token tokenizer trained on a small TinyWorld, saved once for the training tests."""

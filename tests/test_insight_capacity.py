@@ -20,13 +20,7 @@ STEPS = 8
 SETTINGS = dict(max_steps=STEPS, block_size=64, batch_size=4, learning_rate=1e-2, seed=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster than two on a shared CPU (and the results do not depend on it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models train faster on one thread
 
 
 @pytest.fixture(scope="module")

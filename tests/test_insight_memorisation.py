@@ -5,7 +5,6 @@ their exact code length, its own problems answered and the held-out ones not), t
 import json
 
 import pytest
-import torch
 from conftest import cli_user_error, tiny_config
 
 from hf_tinyllm.explain import main
@@ -17,13 +16,7 @@ from hf_tinyllm.tokenization import load_tokenizer, model_overrides_for
 SLICES = (20, 60)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster than two on a shared CPU (and the results do not depend on it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models train faster on one thread
 
 
 @pytest.fixture(scope="module")

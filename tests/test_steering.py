@@ -33,18 +33,11 @@ from hf_tinyllm.insight.steering import (
 from hf_tinyllm.insight.truth import TinyWorldTruth
 from hf_tinyllm.tokenization import load_tokenizer, train_tokenizer, write_tokenizer_files
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Models this small run fastest on one thread, and a busy machine's cores do not thrash; restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models train faster on one thread
 
 
 @pytest.fixture(scope="module")
-def royal_model_dir(one_thread, tmp_path_factory):
+def royal_model_dir(one_torch_thread, tmp_path_factory):
     """A debug TinyLLM (2 layers, width 64) trained on 600 royalty documents of two sentences each, with its
     384-token tokenizer (he, she, king, queen ... are single tokens)."""
     from hf_tinyllm.data.packing import pack_dataset, tokenize_dataset

@@ -32,31 +32,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def config_and_tokenizer(model: str):
-    """A model config and tokenizer: from a preset (with a TinyWorld tokenizer) or from a model folder."""
+def config_and_tokenizer(model: str | None, block_size: int):
+    """The config and tokenizer a training study starts from, and a line naming them: a preset (with a TinyWorld
+    tokenizer) or a model folder; None: the demo model if it exists, else debug. `block_size` must fit the config."""
+    from ..data.packing import check_block_size
     from ..data.tinyworld import TinyWorldConfig, tinyworld_dataset
     from ..presets import preset_config
     from ..tokenization import model_overrides_for, train_tokenizer
     from . import load_model_and_tokenizer
 
+    model = model or (str(DEMO_MODEL) if DEMO_MODEL.exists() else "debug")
     if model in PRESETS:
         world = tinyworld_dataset(TinyWorldConfig(num_train_documents=TOKENIZER_DOCUMENTS, num_validation_documents=1))
         tokenizer = train_tokenizer(world["train"], vocab_size=PRESET_VOCAB_SIZE)
-        return preset_config(model, **model_overrides_for(tokenizer)), tokenizer, f"preset {model}"
-    loaded, tokenizer = load_model_and_tokenizer(model)
-    return loaded.config, tokenizer, f"the config and tokenizer of {model} (weights re-initialised)"
+        config, source = preset_config(model, **model_overrides_for(tokenizer)), f"preset {model}"
+    else:
+        loaded, tokenizer = load_model_and_tokenizer(model)
+        config, source = loaded.config, f"the config and tokenizer of {model} (weights re-initialised)"
+    try:
+        check_block_size(block_size, config)
+    except ValueError as err:
+        raise InsightError(str(err)) from err
+    return config, tokenizer, source
 
 
 def run(args: argparse.Namespace) -> tuple[str, BatchingResult]:
-    from ..data.packing import check_block_size
-
     batch_sizes = distinct_positive_integers(args.batch_sizes, "--batch_sizes", "4,16,64")
-    model = args.model or (str(DEMO_MODEL) if DEMO_MODEL.exists() else "debug")
-    config, tokenizer, source = config_and_tokenizer(model)
-    try:
-        check_block_size(args.block_size, config)
-    except ValueError as err:
-        raise InsightError(str(err)) from err
+    config, tokenizer, source = config_and_tokenizer(args.model, args.block_size)
     data = tinyworld_blocks(tokenizer, args.block_size, args.documents, args.seed)
     result = batch_size_sweep(config, data.train, data.validation, data.train_positions, data.validation_positions,
                               batch_sizes=batch_sizes, total_tokens=args.total_tokens,

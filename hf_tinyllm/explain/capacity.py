@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 
 from ..insight.capacity import DEFAULT_WIDTHS, CapacityResult, capacity_sweep, plot_capacity
-from ..insight.model_parts import InsightError
 from ..insight.small_runs import demo_family_weights, tinyworld_corpus
 from ..presets import PRESETS
 from . import distinct_positive_integers
@@ -41,16 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> tuple[str, CapacityResult]:
-    from ..data.packing import check_block_size
-
     widths = distinct_positive_integers(args.widths, "--widths", "32,64,128,256")
     seconds = DEFAULT_SECONDS if args.seconds is None and args.max_steps is None else args.seconds
-    model = args.model or (str(DEMO_MODEL) if DEMO_MODEL.exists() else "debug")
-    config, tokenizer, source = config_and_tokenizer(model)
-    try:
-        check_block_size(args.block_size, config)
-    except ValueError as err:
-        raise InsightError(str(err)) from err
+    config, tokenizer, source = config_and_tokenizer(args.model, args.block_size)
     corpus = tinyworld_corpus(args.documents, args.eval_documents, demo_family_weights(), args.seed)
     result = capacity_sweep(config, tokenizer, corpus, widths, seconds=seconds, max_steps=args.max_steps,
                             block_size=args.block_size, batch_size=args.batch_size, learning_rate=args.learning_rate,

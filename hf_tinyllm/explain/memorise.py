@@ -33,17 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> tuple[str, MemorisationResult]:
-    from ..data.packing import check_block_size
-
     slices = distinct_positive_integers(args.slices, "--slices", "50,200,1000,5000")
     if args.eval_documents < 1:
         raise InsightError(f"--eval_documents {args.eval_documents} must be positive, e.g. 300.")
-    model = args.model or (str(DEMO_MODEL) if DEMO_MODEL.exists() else "debug")
-    config, tokenizer, source = config_and_tokenizer(model)
-    try:
-        check_block_size(args.block_size, config)
-    except ValueError as err:
-        raise InsightError(str(err)) from err
+    config, tokenizer, source = config_and_tokenizer(args.model, args.block_size)
     corpus = tinyworld_corpus(max(slices), args.eval_documents, demo_family_weights(), args.seed)
     result = memorisation_sweep(config, tokenizer, corpus, slices, max_steps=args.max_steps,
                                 block_size=args.block_size, batch_size=args.batch_size,
