@@ -109,6 +109,12 @@ def wait_idle(page) -> None:
     )
 
 
+def markdown_text(markdown) -> str:
+    """The text a `gr.Markdown` shows, without its status tracker beside it (whose timer, "processing | 0.1s",
+    changes while an event such as a poll runs)."""
+    return markdown.locator("[data-testid=markdown]").inner_text()
+
+
 def screenshot(page, tmp_path: Path, tab: str, bottom, top=None) -> Path:
     """The page from its top (or from the top of the locator `top`) to the bottom of the locator `bottom`, at most
     MAX_SHOT_HEIGHT, as tmp_path/studio_<tab>.png (and in $TINYLLM_SCREENSHOTS when set)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from studio_server import studio
-from test_studio_browser import CHROMIUM, chromium, expect, open_studio, open_tab, screenshot
+from test_studio_browser import CHROMIUM, chromium, expect, markdown_text, open_studio, open_tab, screenshot
 from transformers import AutoTokenizer
 
 from hf_tinyllm.insight.layers import attention_maps
@@ -112,9 +112,9 @@ def test_play_walks_to_the_end_and_pause_stops_it(page, model_dir):
     expect(status).to_contain_text(f"step {steps[1]} of")
     page.click("#timeline-pause")
     page.wait_for_timeout(800)  # a frame already on its way may still land
-    paused_at = status.inner_text()
+    paused_at = markdown_text(status)
     page.wait_for_timeout(1500)  # more than two frames' time: a paused timeline stays where it is
-    assert status.inner_text() == paused_at and f"step {steps[-1]} of" not in paused_at
+    assert markdown_text(status) == paused_at and f"step {steps[-1]} of" not in paused_at
     page.click("#timeline-play")
     expect(status).to_contain_text(f"step {steps[-1]} of {steps[-1]}")
     value = float(page.input_value("#timeline-step input[type=number]"))
