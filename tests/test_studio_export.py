@@ -32,6 +32,7 @@ from hf_tinyllm.insight.geometry import analogy, word_map
 from hf_tinyllm.insight.layers import attention_maps, logit_lens
 from hf_tinyllm.insight.next_token import greedy_continuation, next_token_distribution
 from hf_tinyllm.insight.timeline import TimelineRecorder, load_timeline, word_map_timeline
+from hf_tinyllm.insight.truth import TinyWorldTruth, compare_along, compare_next_word, world_of
 from hf_tinyllm.studio.export import (
     ANALOGY,
     GENERATE_TOKENS,
@@ -39,13 +40,15 @@ from hf_tinyllm.studio.export import (
     export_lesson,
     lesson_data,
     quiet_single_thread,
+    truth_beside,
+    word_by_word,
 )
-from hf_tinyllm.studio.handlers import TOP_K_SHOWN
+from hf_tinyllm.studio.handlers import ALONG_TEXT, TOP_K_SHOWN
 from hf_tinyllm.tokenization import load_tokenizer
 
 CLOSE = 1e-5  # the page's numbers are rounded to 6 decimals
 DATA_BLOCK = re.compile(r'<script type="application/json" id="lesson-data">(.*?)</script>', re.S)
-PLOTS = ("be-chart", "layers-lens", "layers-attention", "geometry-map")
+PLOTS = ("be-chart", "be-along", "layers-lens", "layers-attention", "geometry-map")
 WAIT_MS = 30_000
 VIEWPORT = {"width": 1280, "height": 900}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -91,8 +94,25 @@ def data(lesson) -> dict:
 # -- the numbers ------------------------------------------------------------------------------------------------
 
 
-def check_model_views(view: dict, model, tokenizer, prompts, generate_prompts) -> None:
-    """The page's be-the-model, layers and generate numbers of one step against `insight` on `model`."""
+def check_truth(view: dict, model, tokenizer, prompts, truth: TinyWorldTruth) -> None:
+    """The page's truth beside the model (each prompt) and word by word (`ALONG_TEXT`) against `insight.truth`."""
+    for prompt in prompts:
+        expected, beside = compare_next_word(model, tokenizer, prompt, truth), view["truth"][prompt]
+        assert beside["words"] == expected.truth.words[:TOP_K_SHOWN]
+        assert beside["true_words"] == len(expected.truth.words)
+        assert beside["truth"] == approx(expected.truth.probabilities[:TOP_K_SHOWN])
+        assert beside["model"] == approx(expected.model_probabilities[:TOP_K_SHOWN])
+        assert beside["entropy_bits"] == approx(expected.truth.entropy_bits)
+        assert beside["gap_bits"] == approx(expected.gap_bits)
+    along = compare_along(model, tokenizer, ALONG_TEXT, truth)
+    assert view["along"]["word"] == [position.word for position in along]
+    for field in ("entropy_bits", "true_surprise_bits", "model_surprise_bits", "gap_bits"):
+        assert view["along"][field] == approx([getattr(position, field) for position in along]), field
+
+
+def check_model_views(view: dict, model, tokenizer, prompts, generate_prompts, truth: TinyWorldTruth) -> None:
+    """The page's be-the-model, truth, layers and generate numbers of one step against `insight` on `model`."""
+    check_truth(view, model, tokenizer, prompts, truth)
     for prompt in prompts:
         expected = next_token_distribution(model, tokenizer, prompt, k=TOP_K_SHOWN).model
         be = view["be"][prompt]
@@ -113,12 +133,15 @@ def test_the_numbers_at_each_step_are_what_insight_computes_on_its_snapshot(mode
     timeline, tokenizer = load_timeline(model_dir), load_tokenizer(model_dir)
     assert data["steps"] == timeline.steps and data["timeline"]["kind"] == "weights"
     assert len(data["model_views"]) == len(timeline.steps)
+    world, source = world_of(model_dir)
+    assert data["truth_source"] == source and data["along_text"] == ALONG_TEXT
+    truth = TinyWorldTruth(world)
     with quiet_single_thread():  # as the export ran: the same sums in the same order
         aligned = word_map_timeline(timeline, tokenizer)
         for step, view, geometry, moved, score in zip(timeline.steps, data["model_views"], data["geometry"]["steps"],
                                                       aligned.maps, aligned.parallelism, strict=True):  # fmt: skip
             model = timeline.model_at(step)
-            check_model_views(view, model, tokenizer, data["prompts"], data["generate_prompts"])
+            check_model_views(view, model, tokenizer, data["prompts"], data["generate_prompts"], truth)
             own = word_map(model, tokenizer)
             assert data["geometry"]["words"] == own.words
             assert_close(geometry["pca_coords"], own.coords)
@@ -163,7 +186,8 @@ def test_a_timeline_of_embeddings_moves_the_map_and_no_timeline_shows_the_final_
     assert "the word map and the analogy move with the slider; the other views show the final model" in page
     final, _ = load_model_and_tokenizer(str(embeddings))
     with quiet_single_thread():
-        check_model_views(data["model_views"][0], final, tokenizer, prompts, generate_prompts)
+        truth = TinyWorldTruth(world_of(embeddings)[0])
+        check_model_views(data["model_views"][0], final, tokenizer, prompts, generate_prompts, truth)
         assert len(data["model_views"]) == 1
         for step, geometry in zip(timeline.steps, data["geometry"]["steps"], strict=True):
             own = word_map(timeline.model_at(step), tokenizer)
@@ -176,6 +200,15 @@ def test_a_timeline_of_embeddings_moves_the_map_and_no_timeline_shows_the_final_
     assert data["steps"] == [summary["steps"]] and data["timeline"]["kind"] is None
     assert "no training timeline" in data["timeline"]["note"]
     assert len(data["model_views"]) == len(data["geometry"]["steps"]) == 1
+
+
+def test_a_text_the_truth_cannot_write_is_a_problem_line_not_a_failed_export(timeline_run_dir):
+    model, tokenizer = load_model_and_tokenizer(str(timeline_run_dir / "model"))
+    truth = TinyWorldTruth()
+    beside = truth_beside(model, tokenizer, "zebra quantum", truth)
+    assert beside.keys() == {"problem"} and "cannot begin a TinyWorld document" in beside["problem"]
+    along = word_by_word(model, tokenizer, "the king fed his zebra.", truth)
+    assert along.keys() == {"problem"} and "'zebra.' cannot follow 'the king fed his'" in along["problem"]
 
 
 def test_a_bad_model_path_is_one_error_line(tmp_path, capsys):
@@ -245,6 +278,15 @@ def check_plots_show_step(page, data: dict, index: int) -> None:
     chart = plotted(page, "be-chart")
     assert chart["data"][0]["x"] == approx([100 * p for p in reversed(be["probabilities"])])
     assert chart["layout"]["yaxis"]["ticktext"] == ["'" + t.replace("\n", "\\n") + "'" for t in reversed(be["tokens"])]
+    beside = view["truth"][prompt]
+    rows = [row.locator("td").all_inner_texts() for row in page.locator("#be-truth tr").all()[1:]]
+    assert rows == [[word, f"{100 * p:.1f}%", f"{100 * q:.1f}%"]
+                    for word, p, q in zip(beside["words"], beside["truth"], beside["model"], strict=True)]  # fmt: skip
+    assert f"the model is {beside['gap_bits']:.3f} bits from it" in page.inner_text("#be-truth-status")
+    along = plotted(page, "be-along")["data"]
+    fields = ("model_surprise_bits", "true_surprise_bits", "entropy_bits")  # bars, bars, the floor's marks
+    assert [trace["y"] for trace in along] == [approx(view["along"][field]) for field in fields]
+    assert along[0]["x"] == [f"{i}:{word}" for i, word in enumerate(view["along"]["word"])]
     layers = view["layers"][page.input_value("#layers-prompt")]
     lens = plotted(page, "layers-lens")["data"][0]
     assert_close(lens["z"], [[cell[0] for cell in layer] for layer in layers["top_probabilities"]])

@@ -1,11 +1,11 @@
 """`tinyllm studio MODEL --export lesson.html`: the studio's lesson on one model as ONE self-contained HTML file, to
 email, put on a course page or open offline: no server, no network, no CDN.
 
-The file holds every figure of every tab (be the model, through the layers, geometry, how it learned, generate) at
-every step of the model's training timeline (`insight.timeline`), a slider and a play button that move every figure
-to a recorded step together, and the numbers themselves as JSON (`<script type="application/json"
-id="lesson-data">`). The numbers are what `insight` computes on the snapshot of each step (rounded to `DECIMALS`);
-the page's plain JavaScript only lays them out with the inlined plotly.js (`Plotly.react`).
+The file holds every figure of every tab (be the model with the truth beside it, through the layers, geometry, how
+it learned, generate) at every step of the model's training timeline (`insight.timeline`), a slider and a play
+button that move every figure to a recorded step together, and the numbers themselves as JSON (`<script
+type="application/json" id="lesson-data">`). The numbers are what `insight` computes on the snapshot of each step
+(rounded to `DECIMALS`); the page's plain JavaScript only lays them out with the inlined plotly.js (`Plotly.react`).
 
     export_lesson("outputs/demo/model", "lesson.html")
 
@@ -30,8 +30,9 @@ from ..insight.layers import attention_maps, logit_lens
 from ..insight.model_parts import InsightError
 from ..insight.next_token import greedy_continuation, next_token_distribution
 from ..insight.timeline import Timeline, load_timeline, word_map_timeline
+from ..insight.truth import TinyWorldTruth, compare_along, compare_next_word, world_of
 from ..model_card import SUMMARY_FILE, TIMELINE_DIR
-from .handlers import PROMPTS, TOP_K_SHOWN, Studio
+from .handlers import ALONG_TEXT, PROMPTS, TOP_K_SHOWN, Studio
 from .lesson_page import render_page
 
 GENERATE_PROMPTS = ("the queen", "two plus three equals", "the capital of france is")
@@ -85,17 +86,49 @@ def through_the_layers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     return {**{name: to_jsonable(getattr(lens, name)) for name in names}, "attention": attention.weights}
 
 
+def truth_beside(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, truth: TinyWorldTruth
+) -> dict:
+    """TinyWorld's exact next word after `prompt` beside the model's, as the studio's "Be the model" shows it: the
+    `TOP_K_SHOWN` likeliest true words with both probabilities, how many words the truth allows, its entropy and the
+    gap (KL) in bits (`insight.truth.compare_next_word`)."""
+    try:
+        result = compare_next_word(model, tokenizer, prompt, truth)
+    except InsightError as err:
+        return _problem(err)
+    exact = result.truth
+    return {"words": exact.words[:TOP_K_SHOWN], "truth": exact.probabilities[:TOP_K_SHOWN],
+            "model": result.model_probabilities[:TOP_K_SHOWN], "true_words": len(exact.words),
+            "entropy_bits": exact.entropy_bits, "gap_bits": result.gap_bits}  # fmt: skip
+
+
+def word_by_word(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str, truth: TinyWorldTruth) -> dict:
+    """Per word of a TinyWorld text (`insight.truth.compare_along`): the true entropy, the text's true surprise, the
+    model's surprise (null where the model gives the word 0) and the gap (KL), each a list in the text's order."""
+    try:
+        along = compare_along(model, tokenizer, text, truth)
+    except InsightError as err:
+        return _problem(err)
+    fields = ("word", "entropy_bits", "true_surprise_bits", "model_surprise_bits", "gap_bits")
+    return {field: [getattr(position, field) for position in along] for field in fields}
+
+
 def model_views(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
+    truth: TinyWorldTruth,
     prompts: tuple[str, ...] = PROMPTS,
     generate_prompts: tuple[str, ...] = GENERATE_PROMPTS,
     max_new_tokens: int = GENERATE_TOKENS,
+    along_text: str = ALONG_TEXT,
 ) -> dict:
-    """What the page shows of one model: the next-token distribution and the layers of each prompt, and the greedy
-    continuation of each generate prompt."""
+    """What the page shows of one model: the next-token distribution, the truth beside it and the layers of each
+    prompt, the word-by-word comparison with the truth along `along_text`, and the greedy continuation of each
+    generate prompt."""
     return {
         "be": {prompt: be_the_model(model, tokenizer, prompt) for prompt in prompts},
+        "truth": {prompt: truth_beside(model, tokenizer, prompt, truth) for prompt in prompts},
+        "along": word_by_word(model, tokenizer, along_text, truth),
         "layers": {prompt: through_the_layers(model, tokenizer, prompt) for prompt in prompts},
         "generate": {p: greedy_continuation(model, tokenizer, p, max_new_tokens) for p in generate_prompts},
     }
@@ -251,14 +284,17 @@ def lesson_data(
 ) -> dict:
     """Everything the lesson page shows of a model folder (or Hub id), as plain JSON types: per recorded step the
     model views (`model_views`; once, of the final model, when the timeline has no whole weights or there is none),
-    the geometry per step, the learning curves, and what the page needs to lay them out."""
+    the geometry per step, the learning curves, and what the page needs to lay them out. The truth is the TinyWorld
+    the run trained on (`insight.truth.world_of`)."""
     folder = model_folder(name_or_path)
     model, tokenizer = load_model_and_tokenizer(str(folder))
+    world, truth_source = world_of(folder)
+    truth = TinyWorldTruth(world)
     timeline = _timeline_or_none(folder)
     kinds = {s["kind"] for s in timeline.snapshots.values()} if timeline else set()
     kind = None if timeline is None else "weights" if kinds == {"weights"} else "embeddings"
     steps = timeline.steps if timeline else [_final_step(folder)]
-    views = dict(prompts=prompts, generate_prompts=generate_prompts, max_new_tokens=max_new_tokens)
+    views = dict(truth=truth, prompts=prompts, generate_prompts=generate_prompts, max_new_tokens=max_new_tokens)
     if kind == "weights":
         per_step = [model_views(timeline.model_at(step), tokenizer, **views) for step in steps]
     else:
@@ -269,6 +305,8 @@ def lesson_data(
         "timeline": {"kind": kind, "note": _timeline_note(kind, steps)},
         "prompts": list(prompts),
         "generate_prompts": list(generate_prompts),
+        "truth_source": truth_source,
+        "along_text": ALONG_TEXT,
         "analogy": list(ANALOGY),
         "model_views": per_step,
         "geometry": timeline_geometry(timeline, tokenizer) if timeline else final_geometry(model, tokenizer),
@@ -325,4 +363,6 @@ __all__ = [
     "rounded",
     "through_the_layers",
     "timeline_geometry",
+    "truth_beside",
+    "word_by_word",
 ]

@@ -30,6 +30,7 @@ p.lead { margin: 0 0 8px 0; color: #57606a; font-size: 14px; }
 .plot { min-height: 200px; }
 #layers-attention-note { align-self: center; }
 h3.analogy { font-size: 15px; margin: 40px 0 4px 0; }
+h3.truth { font-size: 15px; margin: 18px 0 2px 0; }
 table { border-collapse: collapse; font-size: 14px; margin-top: 6px; }
 th, td { border-bottom: 1px solid #d0d7de; padding: 3px 12px; text-align: left; }
 .generated p { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 14px;
@@ -58,6 +59,18 @@ BODY = """
   <div class="controls"><label>Prompt <select id="be-prompt"></select></label></div>
   <div id="be-chart" class="plot"></div>
   <div class="status" id="be-status"></div>
+  <h3 class="truth">The truth beside the model</h3>
+  <p class="lead">TinyWorld's generator knows the exact probability of every next word. Its distribution after the
+  prompt, beside the model's: the true entropy is what no model can avoid, and the gap between the two (the KL
+  divergence, in bits) is what the model has left to learn here.</p>
+  <table id="be-truth"></table>
+  <div class="status" id="be-truth-status"></div>
+  <h3 class="truth">Word by word</h3>
+  <p class="lead">Along one TinyWorld text: the model's surprise at each word beside the truth's, and the true
+  entropy (red), the floor no model can go below on average. Move the slider: the blue bars fall towards the red
+  marks, and where they stay above, the model has not learned that rule yet.</p>
+  <div id="be-along" class="plot"></div>
+  <div class="status" id="be-along-status"></div>
 </section>
 <section id="layers">
   <h2>Through the layers</h2>
@@ -113,6 +126,8 @@ const quote = (token) => "'" + token.replace(/\n/g, "\\n") + "'";
 const label = (token) => token.replace(/\n/g, "\\n").replace(/ /g, "\u00b7") || "\u2205";
 const percent = (p) => (100 * p).toFixed(1) + "%";
 const signed = (x) => (x >= 0 ? "+" : "") + x.toFixed(3);
+const gapText = (bits) => bits === null ? "infinitely far (it gives a possible word probability 0)" :
+  bits.toFixed(3) + " bits";
 const stepName = () => DATA.steps[index] === null ? "the final model" : "step " + DATA.steps[index];
 
 function layout(extra) {
@@ -153,6 +168,49 @@ function drawBe() {
     height: 380, xaxis: {title: {text: "probability (%)"}, range: [0, 112]},
     yaxis: {tickmode: "array", tickvals: order, ticktext: order.map((i) => quote(view.tokens[i])), automargin: true},
     margin: {l: 10, r: 20, t: 40, b: 40}}), CONFIG);
+}
+
+function drawTruth() {
+  const prompt = $("be-prompt").value;
+  const view = at(DATA.model_views).truth[prompt];
+  const table = $("be-truth");
+  table.replaceChildren();
+  if (view.problem) return problem("be-truth-status", [], view.problem);
+  const head = table.insertRow();
+  ["next word", "the truth", "the model"].forEach((name) => {
+    head.appendChild(document.createElement("th")).textContent = name;
+  });
+  view.words.forEach((word, i) => {
+    const row = table.insertRow();
+    [word, percent(view.truth[i]), percent(view.model[i])].forEach((text) => { row.insertCell().textContent = text; });
+  });
+  say("be-truth-status", "The truth (" + DATA.truth_source + ") after '" + prompt + "': " +
+    view.entropy_bits.toFixed(2) + " bits of true entropy over " + view.true_words + " possible words; at " +
+    stepName() + " the model is " + gapText(view.gap_bits) + " from it (KL): what it has left to learn here.");
+  return Promise.resolve();
+}
+
+function drawAlong() {
+  const view = at(DATA.model_views).along;
+  if (view.problem) return problem("be-along-status", ["be-along"], view.problem);
+  const labels = view.word.map((word, i) => i + ":" + word);
+  const sum = (list) => list.reduce((total, x) => total + x, 0);
+  const traces = [
+    {type: "bar", name: "the model's surprise", x: labels, y: view.model_surprise_bits, marker: {color: "#3b75af"},
+      customdata: view.gap_bits, hovertemplate: "%{x}: %{y:.3f} bits (KL gap %{customdata:.3f})<extra></extra>"},
+    {type: "bar", name: "the truth's surprise", x: labels, y: view.true_surprise_bits, marker: {color: "#bbbbbb"}},
+    {type: "scatter", mode: "markers", name: "true entropy (the floor)", x: labels, y: view.entropy_bits,
+      marker: {symbol: "line-ew-open", size: 22, color: "#d62728", line: {width: 3}}}];
+  const finite = view.gap_bits.every((gap) => gap !== null);
+  const worst = finite ? view.gap_bits.indexOf(Math.max(...view.gap_bits)) : view.gap_bits.indexOf(null);
+  say("be-along-status", "'" + DATA.along_text + "' at " + stepName() + ": " + labels.length + " words, " +
+    sum(view.entropy_bits).toFixed(2) + " bits of true entropy; the model's surprise " +
+    (finite ? sum(view.model_surprise_bits).toFixed(2) + " bits" : "infinite") + "; the gap to the truth (KL, " +
+    "summed) " + (finite ? sum(view.gap_bits).toFixed(3) + " bits" : "infinite") + ", most of it at '" +
+    view.word[worst] + "' (" + gapText(view.gap_bits[worst]) + ").");
+  return Plotly.react("be-along", traces, layout({title: {text: "word by word: surprise against the truth at " +
+    stepName() + " (bits)"}, barmode: "group", height: 360, yaxis: {title: {text: "bits"}},
+    xaxis: {tickangle: -30, automargin: true}, legend: {orientation: "h", y: -0.3}}), CONFIG);
 }
 
 function drawLayers() {
@@ -283,7 +341,8 @@ function showStep(i) {
   $("step-label").textContent = stepName() + (DATA.steps.length > 1 ? "  (" + (index + 1) + " of " +
     DATA.steps.length + ")" : "");
   const ticket = ++drawn;
-  return Promise.all([drawBe(), drawLayers(), drawGeometry(), drawLearning(), drawGenerate()]).then(() => {
+  const views = [drawBe, drawTruth, drawAlong, drawLayers, drawGeometry, drawLearning, drawGenerate];
+  return Promise.all(views.map((draw) => draw())).then(() => {
     if (ticket === drawn) document.body.dataset.step = String(index);
   });
 }
@@ -314,7 +373,7 @@ function start() {
   slider.addEventListener("input", () => { stop(); showStep(slider.value); });
   $("play").addEventListener("click", play);
   if (LAST === 0) { slider.disabled = true; $("play").disabled = true; }
-  $("be-prompt").addEventListener("change", drawBe);
+  $("be-prompt").addEventListener("change", () => Promise.all([drawBe(), drawTruth()]));
   ["layers-prompt", "layers-layer", "layers-head"].forEach((id) => $(id).addEventListener("change", drawLayers));
   window.lesson = {data: DATA, showStep: showStep, play: play, stop: stop};
   return showStep(LAST);
