@@ -5,6 +5,7 @@ import json
 import re
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import hf_tinyllm  # noqa: F401  (registers TinyLLM with the Auto classes)
@@ -73,6 +74,7 @@ def test_collated_labels_are_the_assistant_tokens_only(trained_tiny_dir, tmp_pat
         assert tokenizer.decode(trained) == messages[1]["content"] + tokenizer.eos_token  # the stop token is trained
 
 
+@pytest.mark.filterwarnings("error:'pin_memory' argument is set as true:UserWarning")  # no pinning without a device
 def test_sft_run_saves_a_model_that_answers_in_the_assistant_format(trained_tiny_dir, tmp_path):
     args = SFTArguments(model=str(trained_tiny_dir), train_conversations=8, eval_questions=4, max_new_tokens=16)
     config = sft_config(tmp_path / "sft", max_steps=40, per_device_train_batch_size=8, learning_rate=5e-3,
@@ -114,4 +116,5 @@ def test_defaults_suit_a_tiny_model_on_cpu():
     args, config = parse_sft_arguments(["--max_steps", "7"])
     assert config.max_steps == 7 and config.assistant_only_loss and not config.bf16
     assert not config.activation_checkpointing and config.learning_rate == SFT_DEFAULTS["learning_rate"]
+    assert config.dataloader_pin_memory == torch.accelerator.is_available()
     assert args.model == "outputs/demo/model"
