@@ -335,7 +335,7 @@ def test_the_page_works_offline_and_the_slider_moves_every_figure(browser_page, 
     page.click("#play")
     wait_for_step(page, 1)
     page.click("#play")  # pause
-    page.wait_for_timeout(200)
+    page.wait_for_function("() => document.body.dataset.step === document.getElementById('step-slider').value")
     check_plots_show_step(page, data, int(page.evaluate("document.body.dataset.step")))
 
     for chooser, value in (("#be-prompt", data["prompts"][0]), ("#layers-prompt", data["prompts"][0]),

@@ -1,5 +1,7 @@
-"""The studio page: five tabs over one model, wired to `handlers.Studio`. Every event has an `api_name`, so the page
-is also an API (`gradio_client.Client(url).predict(..., api_name="/distribution")`).
+"""The studio page: the guided path and seven views over one model (be the model, one step, through the layers,
+geometry, steer, how it learned, generate), and a Train tab when there is a train folder; wired to
+`handlers.Studio` and the tabs' own handlers. Every event has an `api_name`, so the page is also an API
+(`gradio_client.Client(url).predict(..., api_name="/distribution")`).
 
 Above the tabs, the training timeline (when the model folder has one): a slider over the recorded steps and a play
 button move every view to the model as it was at that step. Every event takes the slider's step as its last input.
