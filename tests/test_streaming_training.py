@@ -22,10 +22,10 @@ from datasets import Dataset
 from test_shard_training import losses, steps, two_machines
 
 from hf_tinyllm.data import TinyWorldConfig, pack_dataset, tinyworld_dataset, tokenize_dataset
+from hf_tinyllm.data.holdout import held_out
 from hf_tinyllm.tokenization import load_tokenizer
 from hf_tinyllm.training import DataArguments, parse_train_arguments, train
 from hf_tinyllm.training.data import prepare_training_data
-from hf_tinyllm.training.streaming import held_out
 
 FILE_SIZES = (30, 6, 24, 8)  # documents per file: ranks get files {0, 2} and {1, 3}, 54 against 14 documents
 

@@ -10,14 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import REPO_ROOT, cli_user_error
 
 from hf_tinyllm.data import TinyWorldConfig, pack_dataset, tinyworld_dataset, tokenize_dataset
+from hf_tinyllm.data.holdout import HOLDOUT_RULE, held_out
 from hf_tinyllm.data.packing import DataCollatorForCausalLM, document_position_ids, documents_per_block
 from hf_tinyllm.data.shard_writer import write_token_shards
 from hf_tinyllm.data.shards import TokenBlocks, TokenShards, read_manifest, token_dtype
 from hf_tinyllm.faults import CRASH_ENV
 from hf_tinyllm.tokenization import load_tokenizer
+from hf_tinyllm.training import DataArguments
+from hf_tinyllm.training.data import prepare_training_data
 
 SHARD_TOKENS = 2000  # a few files for a 300-document corpus
 
@@ -89,6 +93,35 @@ def test_blocks_from_shards_are_the_blocks_pack_dataset_cuts(shards, corpus, tok
     flat = DataCollatorForCausalLM(0, flatten=True)([blocks[i] for i in range(4)])
     assert flat["cu_seq_lens_q"].tolist() == DataCollatorForCausalLM(0, flatten=True)(
         [reference[i] for i in range(4)])["cu_seq_lens_q"].tolist()  # fmt: skip
+
+
+def test_the_hold_out_is_the_streaming_rule_and_copies_of_a_document_stay_on_one_side(corpus, tokenizer_dir, tmp_path):
+    """Token shards and `--streaming` of the same source, seed and fraction hold out the same documents (one rule:
+    `held_out` of each text), and a document that appears twice is never in training and validation at once."""
+    lines = corpus.read_text().splitlines()
+    doubled = tmp_path / "doubled.jsonl"
+    doubled.write_text("\n".join(lines + lines[:60]) + "\n")  # the first 60 documents twice
+    texts = [json.loads(line)["text"] for line in lines + lines[:60]]
+    write_token_shards(doubled, tmp_path / "shards", load_tokenizer(tokenizer_dir), tokenizer_dir,
+                       validation_fraction=0.1, seed=3, shard_tokens=SHARD_TOKENS, progress_bar=False)  # fmt: skip
+    manifest = read_manifest(tmp_path / "shards")
+    assert manifest["holdout"] == HOLDOUT_RULE and manifest["seed"] == 3
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    split = {name: [tokenizer.decode(d.document(i)[1:-1]) for i in range(d.num_documents)]
+             for name in ("train", "validation") for d in [TokenShards(tmp_path / "shards", name)]}  # fmt: skip
+    assert split["validation"] == [t for t in texts if held_out(t, 3, 0.1)]
+    assert split["train"] == [t for t in texts if not held_out(t, 3, 0.1)]
+    repeated = set(texts[:60])
+    assert repeated & set(split["validation"]) and not set(split["validation"]) & set(split["train"])
+
+    no_grad = lambda: torch.no_grad()  # noqa: E731  (main_process_first: one process here)
+    options = dict(tokenizer=tokenizer_dir, block_size=16, validation_fraction=0.1)
+    streamed = prepare_training_data(DataArguments(dataset=str(doubled), streaming=True, **options), no_grad,
+                                     tmp_path / "stream", seed=3)  # fmt: skip
+    sharded = prepare_training_data(DataArguments(dataset=str(tmp_path / "shards"), **options), no_grad,
+                                    tmp_path / "sharded", seed=3)  # fmt: skip
+    assert streamed.validation_documents["text"] == sharded.validation_documents["text"] == split["validation"]
 
 
 def test_workers_and_reruns_give_byte_identical_shards(shards, corpus, tokenizer_dir, tmp_path):

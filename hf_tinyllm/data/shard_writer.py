@@ -5,7 +5,8 @@ shards (the format: `shards.py`).
   `num_proc` worker processes, at most two batches per worker in flight, and come back in order.
 - The output depends only on the input and the settings, never on `num_proc` or on interruptions: a file closes
   after the document that brings it to `shard_tokens` tokens, and the validation hold-out (when the source has no
-  validation split) is a seeded hash of each document's index. A re-run gives byte-identical shards (tested).
+  validation split) is a seeded hash of each document's text (`holdout.held_out`, the rule `--streaming` uses, so
+  both hold out the same documents). A re-run gives byte-identical shards (tested).
 - A file is written under a `.tmp` name and renamed when complete; `.progress.json` then records it and, per split,
   the first input document not yet in a closed file. A killed run started again with the same settings resumes
   there (tested with SIGKILL); the manifest is written last, so its presence means the folder is finished.
@@ -25,6 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ..atomic import atomic_file
 from ..faults import crash_point
+from .holdout import HOLDOUT_RULE, held_out
 from .loading import load_text_dataset
 from .packing import check_separator, encode_documents
 from .shards import (
@@ -124,6 +126,11 @@ class _Writer:
             tmp.write_text(json.dumps({"settings": self.settings, "splits": state}, indent=1))
 
 
+# The settings the manifest repeats (`holdout`: how validation documents were chosen, when the writer chose them).
+MANIFEST_SETTINGS = ("source", "dataset_config", "text_column", "validation_fraction", "holdout", "seed",
+                     "shard_tokens")  # fmt: skip
+
+
 def write_token_shards(
     source: str | Path,
     output_dir: str | Path,
@@ -152,21 +159,20 @@ def write_token_shards(
     settings = {"format_version": FORMAT_VERSION, "source": str(source), "dataset_config": dataset_config,
                 "text_column": text_column,
                 "encoding": encoding, "tokenizer": tokenizer_fingerprint(tokenizer), "validation_fraction": holdout,
-                "seed": seed, "shard_tokens": shard_tokens}  # fmt: skip
+                "holdout": HOLDOUT_RULE if holdout else None, "seed": seed, "shard_tokens": shard_tokens}  # fmt: skip
     _check_folder(folder, settings)
     folder.mkdir(parents=True, exist_ok=True)
     dtype = token_dtype(len(tokenizer))
     writer = _Writer(folder, settings, tokenizer_name, dtype)
     bar = tqdm(desc=f"Tokenising {source}", unit=" docs", disable=not progress_bar, dynamic_ncols=True)
-    with _Encoder(tokenizer, num_proc) as encoder:
+    with _Encoder(tokenizer, num_proc, seed, holdout or 0.0) as encoder:
         for stream_name, stream in streams:
             names = ["train", "validation"] if stream_name == "train" and holdout else [stream_name]
             splits = [writer.split(n) for n in names]
             start = min(s.resume_document for s in splits)
             batches = _batches(stream.skip(start) if start else stream, text_column, start)
-            for indices, lengths, tokens, num_bytes, rows in encoder.map(batches):
+            for indices, lengths, tokens, num_bytes, side, rows in encoder.map(batches):
                 bar.update(rows)
-                side = _held_out(indices, seed, holdout) if holdout else np.zeros(len(indices), np.int64)
                 for number, split in enumerate(splits):
                     mine = (side == number) & (indices >= split.resume_document)
                     if mine.any():
@@ -217,23 +223,13 @@ def _batches(stream, text_column: str, first: int):
         first += len(texts)
 
 
-def _held_out(indices: np.ndarray, seed: int, fraction: float) -> np.ndarray:
-    """1 where a document goes to validation: splitmix64 of (seed, index) below `fraction`, a function of the
-    document's index alone, so the split does not depend on batching, workers or resumes."""
-    with np.errstate(over="ignore"):
-        x = indices.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x ^= x >> np.uint64(31)
-    return ((x >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction).astype(np.int64)
-
-
 class _Encoder:
     """Batches encoded in order, in this process or in `num_proc` workers with a bounded number in flight (so a
     fast reader never queues the corpus in memory)."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, num_proc: int | None) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, num_proc: int | None, seed: int, fraction: float) -> None:
         self.tokenizer, self.num_proc, self.pool = tokenizer, num_proc or 1, None
+        self.holdout = (seed, fraction)
 
     def __enter__(self) -> "_Encoder":
         if self.num_proc > 1:
@@ -247,14 +243,15 @@ class _Encoder:
             self.pool.join()
 
     def map(self, batches):
-        """(document indices, token counts, tokens end to end, byte counts, input rows) per batch, in input order."""
+        """(document indices, token counts, tokens end to end, byte counts, sides (1: validation), input rows) per
+        batch, in input order."""
         if self.pool is None:
             for first, texts in batches:
-                yield _encode(self.tokenizer, first, texts)
+                yield _encode(self.tokenizer, first, texts, *self.holdout)
             return
         pending: deque = deque()
         for first, texts in batches:
-            pending.append(self.pool.apply_async(_encode_in_worker, (first, texts)))
+            pending.append(self.pool.apply_async(_encode_in_worker, (first, texts, *self.holdout)))
             if len(pending) >= 2 * self.num_proc:
                 yield pending.popleft().get()
         while pending:
@@ -270,16 +267,18 @@ def _set_worker_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
     _worker_tokenizer = tokenizer
 
 
-def _encode_in_worker(first: int, texts: list) -> tuple:
-    return _encode(_worker_tokenizer, first, texts)
+def _encode_in_worker(first: int, texts: list, seed: int, fraction: float) -> tuple:
+    return _encode(_worker_tokenizer, first, texts, seed, fraction)
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, first: int, texts: list) -> tuple:
+def _encode(tokenizer: PreTrainedTokenizerBase, first: int, texts: list, seed: int, fraction: float) -> tuple:
     kept = [i for i, t in enumerate(texts) if t]  # empty texts add no document, but keep their index
     ids, num_bytes = encode_documents(tokenizer, [texts[i] for i in kept])
     lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     tokens = np.fromiter((t for row in ids for t in row), dtype=np.uint32, count=int(lengths.sum()))
-    return np.asarray(kept, np.int64) + first, lengths, tokens, np.asarray(num_bytes, np.int64), len(texts)
+    side = np.fromiter((fraction > 0 and held_out(texts[i], seed, fraction) for i in kept), np.int64, len(kept))
+    return (np.asarray(kept, np.int64) + first, lengths, tokens, np.asarray(num_bytes, np.int64), side,
+            len(texts))  # fmt: skip
 
 
 def _manifest(writer: _Writer, tokenizer: PreTrainedTokenizerBase, name: str, settings: dict, dtype: np.dtype) -> dict:
@@ -307,10 +306,7 @@ def _manifest(writer: _Writer, tokenizer: PreTrainedTokenizerBase, name: str, se
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
         },
-        **{
-            key: settings[key]
-            for key in ("source", "dataset_config", "text_column", "validation_fraction", "seed", "shard_tokens")
-        },
+        **{key: settings[key] for key in MANIFEST_SETTINGS},
         "splits": splits,
     }
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from datasets import Dataset, IterableDataset
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
+from ..data.holdout import held_out
 from ..data.loading import load_text_dataset
 from ..data.packing import (
     DataCollatorForCausalLM,
@@ -23,7 +24,7 @@ from ..data.tinyworld import TinyWorld, TinyWorldConfig, tinyworld_dataset
 from ..evaluation import evaluate_model
 from ..tokenization import load_tokenizer, save_tokenizer, train_tokenizer
 from .arguments import DataArguments
-from .streaming import PackedStream, held_out, packed_stream
+from .streaming import PackedStream, packed_stream
 
 # Validation documents kept in memory from token shards or a stream, for `evaluate_model` and the probes (which take
 # fewer): TinyWorld's default validation set, four times `--eval_documents`' default.

@@ -15,7 +15,6 @@ parquet or JSON Lines) read, tokenised and packed as training goes, with an exac
   waits on another when shards are uneven, and no step needs a collective to agree on an epoch's end.
 """
 
-import hashlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -78,13 +77,6 @@ class PackedStream(torch.utils.data.IterableDataset):
         self.buffer, self.epoch, self.resumed = list(state["buffer"]), state["epoch"], True
 
 
-def held_out(text: str, seed: int, fraction: float) -> bool:
-    """Whether a document belongs to the validation hold-out: a seeded hash of its text below `fraction`, so a
-    stream can be split without counting documents, and duplicates fall on the same side."""
-    digest = hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / 2**64 < fraction
-
-
 def check_layout(num_shards: int, world_size: int, num_workers: int, source: str) -> None:
     """Every loader worker of every process must own whole shards for the position to be exact."""
     readers = world_size * max(1, num_workers)
@@ -103,4 +95,4 @@ def packed_stream(texts: IterableDataset, tokenizer, block_size: int, document_p
     return PackedStream(tokens, block_size, document_positions, tokenizer.bos_token_id)
 
 
-__all__ = ["PackedStream", "check_layout", "held_out", "packed_stream"]
+__all__ = ["PackedStream", "check_layout", "packed_stream"]
