@@ -1,5 +1,6 @@
 """`tinyllm explain capacity [MODEL]`: the model's architecture at several widths, each trained on TinyWorld for the
-same wall-clock time, measured by the loss above the exact floor, held-out arithmetic and gender-pair parallelism.
+same wall-clock time (or the same training FLOPs, `--flops`, reproducible on any machine), measured by the loss above
+the exact floor, held-out arithmetic and gender-pair parallelism.
 
 MODEL is a preset name (a 512-token tokenizer is trained on TinyWorld and the preset sized to it) or a model folder
 (its config and tokenizer are used, its weights are NOT: every width starts from fresh, seeded initial weights).
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..insight.capacity import DEFAULT_WIDTHS, CapacityResult, capacity_sweep, plot_capacity
+from ..insight.capacity import DEFAULT_WIDTHS, CapacityResult, budget_text, capacity_sweep, plot_capacity
 from ..insight.small_runs import demo_family_weights, tinyworld_corpus
 from ..presets import PRESETS
 from . import distinct_positive_integers
@@ -31,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"Training seconds per width (default {DEFAULT_SECONDS:g}, or --max_steps).")  # fmt: skip
     parser.add_argument("--max_steps", type=int, default=None,
                         help="Train each width this many steps instead of equal time (deterministic).")  # fmt: skip
+    parser.add_argument("--flops", type=float, default=None,
+                        help="Train each width for this many training FLOPs (6N per token plus attention) instead of "
+                             "equal time: equal compute, deterministic and the same on any machine; e.g. 4e12 "
+                             "(about the demo width's 40 s here).")  # fmt: skip
     parser.add_argument("--batch_size", type=int, default=16, help="Blocks per step (the demo's 16).")
     parser.add_argument("--block_size", type=int, default=128, help="Tokens per block (the demo's 128).")
     parser.add_argument("--learning_rate", type=float, default=6e-3, help="Peak learning rate (the demo's 6e-3).")
@@ -41,30 +46,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> tuple[str, CapacityResult]:
     widths = distinct_positive_integers(args.widths, "--widths", "32,64,128,256")
-    seconds = DEFAULT_SECONDS if args.seconds is None and args.max_steps is None else args.seconds
+    given = (args.seconds, args.max_steps, args.flops)
+    seconds = DEFAULT_SECONDS if given == (None, None, None) else args.seconds
     config, tokenizer, source = config_and_tokenizer(args.model, args.block_size)
     corpus = tinyworld_corpus(args.documents, args.eval_documents, demo_family_weights(), args.seed)
     result = capacity_sweep(config, tokenizer, corpus, widths, seconds=seconds, max_steps=args.max_steps,
-                            block_size=args.block_size, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                            seed=args.seed)  # fmt: skip
+                            flops=args.flops, block_size=args.block_size, batch_size=args.batch_size,
+                            learning_rate=args.learning_rate, seed=args.seed)  # fmt: skip
     png = plot_capacity(result, Path(args.output_dir) / "capacity.png")
-    budget = f"{result.seconds:g} s" if result.budget == "seconds" else f"{result.max_steps} steps"
     header = (f"Capacity: {source} at {len(widths)} widths (layers and heads kept, MLP in proportion), each trained "
-              f"for {budget} on {result.num_train_blocks} blocks of {result.block_size} tokens from "
+              f"for {budget_text(result)} on {result.num_train_blocks} blocks of {result.block_size} tokens from "
               f"{args.documents:,} TinyWorld documents (the demo's mix), batch {result.batch_size}, peak lr "
               f"{result.learning_rate:g}, warmup and cosine decay over the budget; {_machine()}.\n"
               f"Measured on {result.num_validation_documents} validation documents (their exact floor "
               f"{result.source_bits_per_byte:.4f} bits per byte; the corpus floor {result.floor_bits_per_byte:.4f}) "
               f"and {result.num_heldout_problems} held-out arithmetic problems.")  # fmt: skip
-    rows = [f"{'width':>6} {'params':>10} {'steps':>6} {'tokens':>10} {'seconds':>8} {'above floor':>12} "
+    rows = [f"{'width':>6} {'params':>10} {'steps':>6} {'tokens':>10} {'seconds':>8} {'FLOPs':>9} {'above floor':>12} "
             f"{'held-out arith':>15} {'parallelism':>12}",
-            f"{'':>6} {'':>10} {'':>6} {'':>10} {'':>8} {'(bits/byte)':>12} {'(exact match)':>15} "
+            f"{'':>6} {'':>10} {'':>6} {'':>10} {'':>8} {'':>9} {'(bits/byte)':>12} {'(exact match)':>15} "
             f"{'(random)':>12}"]  # fmt: skip
     for r in result.runs:
         parallel = (f"{_two(r.parallelism)} ({_two(r.parallelism_baseline)})" if not math.isnan(r.parallelism)
                     else "n/a")  # fmt: skip
         rows.append(f"{r.hidden_size:>6} {r.num_parameters:>10,} {r.steps:>6} {r.tokens:>10,} {r.train_seconds:>8.1f} "
-                    f"{r.loss_above_floor:>12.4f} {r.heldout_exact_match:>15.1%} {parallel:>12}")  # fmt: skip
+                    f"{r.train_flops:>9.3g} {r.loss_above_floor:>12.4f} {r.heldout_exact_match:>15.1%} "
+                    f"{parallel:>12}")  # fmt: skip
     report = "\n".join([header, "", *rows, "", _reading(result), f"Plot: {png}"])
     return report, result
 

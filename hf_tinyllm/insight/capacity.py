@@ -7,8 +7,10 @@ blocks in the one seeded order of `small_runs`, with the training script's AdamW
 budget. Equal time is the budget a practitioner has (one machine, one afternoon): a wider model does more work per
 token, so in the same time it takes fewer steps and sees fewer tokens; every run reports both, so the reader can weigh
 capacity against data. The widths train one step each in turn, each counting only its own steps' time, so that a
-change in the machine's load during the study falls on all of them alike. A budget of steps instead (`max_steps`)
-makes the study deterministic, for tests.
+change in the machine's load during the study falls on all of them alike. Equal time is not reproducible from run to
+run on a shared machine; equal training compute is: a budget of FLOPs (`flops`) gives each width the whole steps
+that fit in it at `training.throughput`'s count (6 N per token plus attention, the count behind MFU), the yardstick
+of scaling laws, deterministic and the same on every machine. A budget of steps (`max_steps`) is deterministic too.
 
 The three measures, all on data no run trained on:
 - loss above the floor: validation bits per byte minus TinyWorld's exact code length of the same documents
@@ -27,6 +29,7 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedConfig, PreTrainedTokenizerBase
 
 from ..evaluation import evaluate_model
+from ..training.throughput import matmul_parameters, training_flops_per_token
 from .figures import pyplot, save_figure
 from .geometry import parallelism_score
 from .model_parts import InsightError
@@ -45,6 +48,7 @@ class WidthRun:
     steps: int
     tokens: int  # steps * batch_size * T: what the run saw in its budget
     train_seconds: float  # wall time of the training steps (the budget; evaluation not counted)
+    train_flops: float  # steps * FLOPs of one step (`training.throughput`'s count)
     train_losses: list[float]  # (steps,) nats per token of each step's batch
     elapsed: list[float]  # (steps,) training seconds after each step
     validation_bits_per_byte: float
@@ -57,9 +61,10 @@ class WidthRun:
 @dataclass
 class CapacityResult:
     runs: list[WidthRun]  # one per width, in the order given
-    budget: str  # "seconds" or "steps"
+    budget: str  # "seconds", "steps" or "flops"
     seconds: float | None  # the budget of every run, when in seconds
     max_steps: int | None  # ... when in steps
+    flops: float | None  # ... when in training FLOPs
     source_bits_per_byte: float  # TinyWorld's exact code length of the validation documents (the floor they share)
     floor_bits_per_byte: float  # the corpus entropy floor (expected over all TinyWorld text)
     num_validation_documents: int
@@ -78,6 +83,32 @@ def check_widths(widths: Sequence[int]) -> tuple[int, ...]:
             or len(set(widths)) != len(widths)):  # fmt: skip
         raise InsightError(f"widths={widths} must be distinct positive integers (hidden sizes), e.g. 32,64,128,256.")
     return tuple(int(w) for w in widths)
+
+
+def check_capacity_budget(seconds: float | None, max_steps: int | None, flops: float | None) -> None:
+    """Exactly one budget: seconds, steps (`small_runs.check_budget`) or a positive number of training FLOPs."""
+    if flops is None:
+        check_budget(seconds, max_steps)
+        return
+    if seconds is not None or max_steps is not None:
+        raise InsightError("Give one training budget, seconds, max_steps or flops (not several), e.g. flops=4e12.")
+    if isinstance(flops, bool) or not isinstance(flops, (int, float)) or not math.isfinite(flops) or flops <= 0:
+        raise InsightError(f"flops={flops!r} is not a positive budget; use e.g. --flops 4e12.")
+
+
+def flops_per_step(model: torch.nn.Module, block_size: int, batch_size: int) -> float:
+    """Training FLOPs of one step of `batch_size` blocks of `block_size` tokens (`training.throughput`'s count)."""
+    per_token = training_flops_per_token(model.config, matmul_parameters(model), block_size)
+    return per_token * block_size * batch_size
+
+
+def steps_in_flops(flops: float, per_step: float, width: int) -> int:
+    """The whole steps that fit in `flops` at `per_step` each; an `InsightError` when not even one does."""
+    steps = int(flops // per_step)
+    if steps < 1:
+        raise InsightError(f"flops={flops:.3g} buys width {width} no whole step (one step costs {per_step:.3g} "
+                           f"FLOPs); raise the budget, e.g. --flops {100 * per_step:.1e}.")  # fmt: skip
+    return steps
 
 
 def width_config(config: PreTrainedConfig, width: int) -> PreTrainedConfig:
@@ -104,18 +135,19 @@ def capacity_sweep(
     widths: Sequence[int] = DEFAULT_WIDTHS,
     seconds: float | None = None,
     max_steps: int | None = None,
+    flops: float | None = None,
     block_size: int = 128,
     batch_size: int = 16,
     learning_rate: float = 6e-3,
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> CapacityResult:
-    """Train a fresh model of `config` at each width in `widths` for the same budget (`seconds` of training time, or
-    `max_steps` steps: exactly one) on the corpus's packed training documents, then measure each on the corpus's
-    validation documents and held-out problems (see the module docstring). Deterministic under `seed` with
-    `max_steps`; the global RNG state is restored afterwards."""
+    """Train a fresh model of `config` at each width in `widths` for the same budget (`seconds` of training time,
+    `max_steps` steps or `flops` training FLOPs: exactly one) on the corpus's packed training documents, then measure
+    each on the corpus's validation documents and held-out problems (see the module docstring). Deterministic under
+    `seed` with `max_steps` or `flops`; the global RNG state is restored afterwards."""
     widths = check_widths(widths)
-    check_budget(seconds, max_steps)
+    check_capacity_budget(seconds, max_steps, flops)
     configs = [width_config(config, width) for width in widths]  # every width checked before any training
     blocks, positions, _ = pack_documents(corpus.train_documents, tokenizer, block_size, "TinyWorld training split")
     blocks, positions = blocks.to(device), positions.to(device)
@@ -125,10 +157,14 @@ def capacity_sweep(
         for width_cfg in configs:
             torch.manual_seed(seed)
             models.append(AutoModelForCausalLM.from_config(width_cfg).to(device))
+        per_step = [flops_per_step(model, block_size, batch_size) for model in models]
+        steps = [max_steps] * len(models)
+        if flops is not None:  # every width checked before any training
+            steps = [steps_in_flops(flops, cost, width) for cost, width in zip(per_step, widths, strict=True)]
         # one step of each width in turn: a change in the machine's load falls on every width alike
-        traces = train_interleaved([BudgetedRun(model, blocks, positions, batch_size, learning_rate, seconds,
-                                                max_steps, seed) for model in models])  # fmt: skip
-        for width_cfg, model, trace in zip(configs, models, traces, strict=True):
+        traces = train_interleaved([BudgetedRun(model, blocks, positions, batch_size, learning_rate, seconds, n, seed)
+                                    for model, n in zip(models, steps, strict=True)])  # fmt: skip
+        for width_cfg, model, trace, cost in zip(configs, models, traces, per_step, strict=True):
             metrics = evaluate_model(model, tokenizer, corpus.validation_documents,
                                      heldout_arithmetic=corpus.heldout_problems,
                                      floor_bits_per_byte=corpus.floor_bits_per_byte)  # fmt: skip
@@ -137,13 +173,15 @@ def capacity_sweep(
             runs.append(WidthRun(
                 hidden_size=width_cfg.hidden_size, intermediate_size=width_cfg.intermediate_size,
                 head_dim=width_cfg.head_dim, num_parameters=sum(p.numel() for p in model.parameters()),
-                steps=trace.steps, tokens=trace.tokens, train_seconds=trace.seconds, train_losses=trace.train_losses,
+                steps=trace.steps, tokens=trace.tokens, train_seconds=trace.seconds, train_flops=trace.steps * cost,
+                train_losses=trace.train_losses,
                 elapsed=trace.elapsed, validation_bits_per_byte=metrics["bits_per_byte"],
                 loss_above_floor=metrics["gap_bits_per_byte"], heldout_exact_match=metrics["arithmetic_exact_match"],
                 parallelism=parallel, parallelism_baseline=baseline,
             ))  # fmt: skip
     return CapacityResult(
-        runs=runs, budget="seconds" if seconds is not None else "steps", seconds=seconds, max_steps=max_steps,
+        runs=runs, budget="seconds" if seconds is not None else "steps" if max_steps is not None else "flops",
+        seconds=seconds, max_steps=max_steps, flops=flops,
         source_bits_per_byte=source, floor_bits_per_byte=corpus.floor_bits_per_byte,
         num_validation_documents=len(corpus.validation_documents), num_heldout_problems=len(corpus.heldout_problems),
         num_train_blocks=len(blocks), block_size=block_size, batch_size=batch_size, learning_rate=learning_rate,
@@ -167,6 +205,13 @@ def _running_mean(values: list[float], window: int) -> np.ndarray:
     return (sums[1:] - sums[np.maximum(np.arange(1, len(values) + 1) - window, 0)]) / counts
 
 
+def budget_text(result: CapacityResult) -> str:
+    """The budget every width had, in words."""
+    if result.budget == "seconds":
+        return f"{result.seconds:g} s of training"
+    return f"{result.max_steps} steps" if result.budget == "steps" else f"{result.flops:.3g} training FLOPs"
+
+
 def plot_capacity(result: CapacityResult, path: str | Path) -> Path:
     """Four panels, one colour per width: the training loss over the budget (running mean), and per width the loss
     above the floor (with the tokens each run saw), held-out arithmetic exact match and gender-pair parallelism."""
@@ -177,11 +222,13 @@ def plot_capacity(result: CapacityResult, path: str | Path) -> Path:
     labels = [f"{r.hidden_size}\n{r.num_parameters / 1e6:.2g}M params" for r in result.runs]
     x = np.arange(len(result.runs))
     for run, colour in zip(result.runs, colours, strict=True):
-        xs = run.elapsed if result.budget == "seconds" else range(1, run.steps + 1)
+        steps = np.arange(1, run.steps + 1)
+        xs = {"seconds": run.elapsed, "steps": steps, "flops": steps * (run.train_flops / run.steps)}[result.budget]
         curves.plot(xs, _running_mean(run.train_losses, SMOOTHING_STEPS), color=colour, lw=1.4,
                     label=f"width {run.hidden_size}: {run.steps} steps, {run.tokens / 1e6:.2f}M tokens")  # fmt: skip
-    budget = f"{result.seconds:g} s of training" if result.budget == "seconds" else f"{result.max_steps} steps"
-    curves.set_xlabel("training seconds" if result.budget == "seconds" else "optimizer steps")
+    budget = budget_text(result)
+    curves.set_xlabel({"seconds": "training seconds", "steps": "optimizer steps",
+                       "flops": "training FLOPs"}[result.budget])  # fmt: skip
     curves.set_ylabel("training loss (nats / token)")
     curves.set_title(f"Equal budget: {budget} each (running mean of {SMOOTHING_STEPS} steps)", fontsize=10)
     curves.legend(fontsize=8)
@@ -227,8 +274,12 @@ __all__ = [
     "DEFAULT_WIDTHS",
     "CapacityResult",
     "WidthRun",
+    "budget_text",
     "capacity_sweep",
+    "check_capacity_budget",
     "check_widths",
+    "flops_per_step",
     "plot_capacity",
+    "steps_in_flops",
     "width_config",
 ]
